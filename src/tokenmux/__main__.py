@@ -1,0 +1,3 @@
+from tokenmux.cli.main import main
+
+main()

@@ -1,0 +1,6 @@
+"""API keys: minting and hashing, the database records, and the in-memory view the gateway checks."""
+
+from tokenmux.auth.cache import KeyCache
+from tokenmux.auth.keys import Principal, hash_key, new_secret
+
+__all__ = ["KeyCache", "Principal", "hash_key", "new_secret"]

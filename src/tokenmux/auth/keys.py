@@ -1,0 +1,37 @@
+"""What a key is: a random secret shown once, known to the gateway only by its SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+SECRET_PREFIX = "tm-"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as far as limits and the ledger care."""
+
+    key_id: str
+    name: str
+    is_admin: bool = False
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_key_id() -> str:
+    return "key_" + secrets.token_hex(8)
+
+
+def hash_key(secret: str) -> str:
+    # Keys are 256 random bits, so a fast unsalted hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    return secret[:10]

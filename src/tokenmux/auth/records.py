@@ -1,0 +1,84 @@
+"""The api_keys table: create, list, revoke and read, for the CLI and the gateway alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, func, select, update
+
+from tokenmux.auth.keys import Principal, display_prefix, hash_key, new_key_id, new_secret
+from tokenmux.db.schema import api_keys
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    prefix: str
+    is_admin: bool
+    rpm: int | None
+    tpm: int | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def create_key(engine: Engine, name: str, *, rpm: int | None = None, tpm: int | None = None,
+               is_admin: bool = False) -> tuple[str, KeyRecord]:
+    """Returns the secret, which exists nowhere else afterwards, and the stored record."""
+    secret = new_secret()
+    now = datetime.now(UTC)
+    record = KeyRecord(new_key_id(), name, display_prefix(secret), is_admin, rpm, tpm, now, None)
+    with engine.begin() as conn:
+        conn.execute(api_keys.insert().values(
+            id=record.id, name=name, key_hash=hash_key(secret), prefix=record.prefix,
+            is_admin=is_admin, rpm=rpm, tpm=tpm, created_at=now, updated_at=now,
+        ))
+    return secret, record
+
+
+def list_keys(engine: Engine, *, include_revoked: bool = False) -> list[KeyRecord]:
+    query = select(
+        api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.is_admin, api_keys.c.rpm,
+        api_keys.c.tpm, api_keys.c.created_at, api_keys.c.revoked_at,
+    ).order_by(api_keys.c.created_at)
+    if not include_revoked:
+        query = query.where(api_keys.c.revoked_at.is_(None))
+    with engine.connect() as conn:
+        return [KeyRecord(*row) for row in conn.execute(query)]
+
+
+def revoke_key(engine: Engine, key_id_or_name: str) -> list[str]:
+    """Revokes by id, or every live key of that name; returns the ids revoked."""
+    now = datetime.now(UTC)
+    live = api_keys.c.revoked_at.is_(None)
+    match = (api_keys.c.id == key_id_or_name) | (api_keys.c.name == key_id_or_name)
+    with engine.begin() as conn:
+        ids = [row.id for row in conn.execute(select(api_keys.c.id).where(live & match))]
+        if ids:
+            conn.execute(update(api_keys).where(api_keys.c.id.in_(ids))
+                         .values(revoked_at=now, updated_at=now))
+    return ids
+
+
+def has_admin_key(engine: Engine) -> bool:
+    query = select(func.count()).select_from(api_keys).where(
+        api_keys.c.is_admin.is_(True) & api_keys.c.revoked_at.is_(None))
+    with engine.connect() as conn:
+        return bool(conn.execute(query).scalar_one())
+
+
+def live_principals(engine: Engine) -> dict[str, Principal]:
+    """Every usable key, by hash: what the gateway holds in memory."""
+    query = select(api_keys.c.key_hash, api_keys.c.id, api_keys.c.name, api_keys.c.is_admin,
+                   api_keys.c.rpm, api_keys.c.tpm).where(api_keys.c.revoked_at.is_(None))
+    with engine.connect() as conn:
+        return {row[0]: Principal(*row[1:]) for row in conn.execute(query)}
+
+
+def revision(engine: Engine) -> tuple[int, str]:
+    """Changes whenever a key is created or revoked; cheap enough to poll."""
+    query = select(func.count(), func.max(api_keys.c.updated_at))
+    with engine.connect() as conn:
+        count, latest = conn.execute(query).one()
+    return count, str(latest)

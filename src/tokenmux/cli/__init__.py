@@ -1,0 +1,1 @@
+"""The `tokenmux` command: serve, keys, usage."""

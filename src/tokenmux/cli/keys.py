@@ -1,0 +1,61 @@
+"""`tokenmux keys create | list | revoke`."""
+
+from __future__ import annotations
+
+import click
+import orjson
+
+from tokenmux.auth import records
+from tokenmux.cli.common import config_option, load, open_database
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command()
+@config_option
+@click.option("--name", required=True, help="Who the key is for; shown in the ledger.")
+@click.option("--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute.")
+@click.option("--admin", is_flag=True, help="A key that may also manage the gateway.")
+def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
+           admin: bool) -> None:
+    """Create a key; its secret is printed once, as the last line."""
+    engine = open_database(load(config_path))
+    secret, record = records.create_key(engine, name, rpm=rpm, tpm=tpm, is_admin=admin)
+    limits = ", ".join(f"{v} {k}" for k, v in (("rpm", rpm), ("tpm", tpm)) if v) or "no limits"
+    click.echo(f"Created key {record.id} ({name}, {limits}). Its secret is shown only now:",
+               err=True)
+    click.echo(secret)
+
+
+@keys.command(name="list")
+@config_option
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+def list_(config_path: str | None, include_revoked: bool, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    rows = records.list_keys(open_database(load(config_path)), include_revoked=include_revoked)
+    if as_json:
+        data = [{**r.__dict__, "created_at": r.created_at.isoformat(),
+                 "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None} for r in rows]
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{'ID':<22} {'NAME':<20} {'PREFIX':<11} {'RPM':>6} {'TPM':>9}  STATE")
+    for r in rows:
+        state = "revoked" if r.revoked_at else ("admin" if r.is_admin else "active")
+        click.echo(f"{r.id:<22} {r.name:<20} {r.prefix + '…':<11} {r.rpm or '-':>6} "
+                   f"{r.tpm or '-':>9}  {state}")
+
+
+@keys.command()
+@config_option
+@click.argument("key")
+def revoke(config_path: str | None, key: str) -> None:
+    """Revoke KEY (an id, or every live key with that name); running gateways refuse it at once."""
+    revoked = records.revoke_key(open_database(load(config_path)), key)
+    if not revoked:
+        raise click.ClickException(f"no live key with id or name {key!r}")
+    click.echo("Revoked " + ", ".join(revoked))

@@ -1,0 +1,88 @@
+"""The shape of a config file; validation errors carry the path of the field at fault."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ECHO_MODEL = "tokenmux/echo"
+
+
+class Strict(BaseModel):
+    # A typo in a config key is an error at start, not a setting silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Provider(Strict):
+    kind: Literal["openai"]
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(180.0, gt=0, description="seconds one upstream attempt may take")
+    # Which price table to read (a genai-prices provider id); guessed from base_url when absent.
+    price_provider: str | None = None
+
+
+class Price(Strict):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(None, ge=0)
+
+
+class Channel(Strict):
+    provider: str
+    model: str
+    timeout: float | None = Field(None, gt=0, description="overrides the provider's timeout")
+
+
+class Model(Strict):
+    name: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+    channels: list[Channel] = Field(min_length=1)
+    price: Price | None = None
+
+
+class Server(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
+
+
+class Ledger(Strict):
+    flush_interval_ms: int = Field(200, gt=0)
+    batch_size: int = Field(500, gt=0)
+    max_pending: int = Field(100_000, gt=0)
+    spool: str | None = None
+
+
+class Config(Strict):
+    database: str = "./tokenmux.db"
+    admin_key: str | None = None
+    echo_model: bool = True
+    log_level: str = "INFO"
+    server: Server = Field(default_factory=Server)
+    ledger: Ledger = Field(default_factory=Ledger)
+    providers: dict[str, Provider] = Field(default_factory=dict)
+    models: list[Model] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        seen: dict[str, str] = {}
+        if self.echo_model:
+            seen[ECHO_MODEL] = "the built-in echo model"
+        for i, model in enumerate(self.models):
+            for name in (model.name, *model.aliases):
+                if name in seen:
+                    raise ValueError(f"models[{i}]: name {name!r} is already used by {seen[name]}")
+                seen[name] = f"models[{i}]"
+            for j, channel in enumerate(model.channels):
+                if channel.provider not in self.providers:
+                    known = ", ".join(sorted(self.providers)) or "none configured"
+                    raise ValueError(
+                        f"models[{i}].channels[{j}].provider: unknown provider "
+                        f"{channel.provider!r} (known: {known})"
+                    )
+        return self

@@ -1,0 +1,50 @@
+"""Opens the configured database and brings its schema to the newest migration."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+
+def database_url(database: str) -> str:
+    """A plain path is a SQLite file; anything with a scheme is used as a SQLAlchemy URL."""
+    if "://" not in database:
+        return f"sqlite:///{database}"
+    url = make_url(database)
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def _tune_sqlite(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    # WAL lets the CLI read and write while a gateway holds the file; the busy timeout makes
+    # writers queue for each other instead of failing.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def connect(database: str, *, migrate: bool = True) -> Engine:
+    url = database_url(database)
+    engine = create_engine(url, pool_pre_ping="sqlite" not in url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _tune_sqlite)
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def upgrade(engine: Engine) -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(resources.files("tokenmux.db") / "migrations"))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")

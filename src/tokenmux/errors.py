@@ -1,0 +1,139 @@
+"""Every failure the gateway reports, as one tree.
+
+    GatewayError                      500 api_error
+    ├── InvalidRequest                400 invalid_request_error
+    │   └── PayloadTooLarge           413 invalid_request_error / request_too_large
+    ├── Unauthenticated               401 invalid_request_error / invalid_api_key
+    ├── ModelNotFound                 404 invalid_request_error / model_not_found
+    ├── RouteNotFound                 404 invalid_request_error / not_found
+    ├── MethodNotAllowed              405 invalid_request_error / method_not_allowed
+    ├── RateLimited                   429 requests|tokens / rate_limit_exceeded (+ Retry-After)
+    ├── UpstreamRejected              the upstream's own 4xx, passed on (the client's mistake)
+    ├── UpstreamFailed                502 upstream_error / bad_gateway
+    └── UpstreamTimeout               504 timeout / upstream_timeout
+
+Each class knows its HTTP status and its OpenAI `type` and `code`, so the HTTP edge renders any of
+them the same way: `{"error": {"message", "type", "param", "code"}}` plus `headers()`. Library
+exceptions are converted into these at the boundary where they happen (upstream client, config).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "api_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = None
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class Unauthenticated(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class RouteNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, kind: str):
+        super().__init__(message)
+        self.retry_after = retry_after
+        # OpenAI names the exhausted resource in `type`: "requests" or "tokens".
+        self.type = kind
+
+    def headers(self) -> dict[str, str]:
+        # Retry-After is whole seconds; rounding down would invite a retry that fails again.
+        return {
+            "Retry-After": str(max(1, math.ceil(self.retry_after))),
+            "retry-after-ms": str(max(1, math.ceil(self.retry_after * 1000))),
+        }
+
+
+class UpstreamRejected(GatewayError):
+    """The upstream refused the request for a reason that lies in the request itself."""
+
+    type = "invalid_request_error"
+    code = None
+
+    def __init__(self, message: str, *, status: int, param: str | None = None,
+                 code: str | None = None, retry_after: str | None = None):
+        super().__init__(message, param=param, code=code)
+        self.status = status
+        self.retry_after = retry_after
+        if status == 429:
+            self.type = "rate_limit_error"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": self.retry_after} if self.retry_after else {}
+
+
+class UpstreamFailed(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "bad_gateway"
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+    def headers(self) -> dict[str, str]:
+        # A misconfigured channel will not heal by itself; say so, or the SDKs ask three times.
+        return {} if self.retryable else {"x-should-retry": "false"}
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    type = "timeout"
+    code = "upstream_timeout"

@@ -1,0 +1,96 @@
+"""The gateway's parts, built once from a validated config, with their start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from sqlalchemy import Engine
+
+from tokenmux import tokens
+from tokenmux.auth import KeyCache, Principal, hash_key
+from tokenmux.config import Config
+from tokenmux.db import connect
+from tokenmux.ledger import LedgerWriter
+from tokenmux.limits import MemoryLimiter
+from tokenmux.providers.base import Provider
+from tokenmux.providers.echo import EchoProvider
+from tokenmux.providers.openai import OpenAIAdapter
+from tokenmux.routing import Catalog
+from tokenmux.routing.catalog import ECHO_PROVIDER
+from tokenmux.upstream import HttpProvider, new_session
+
+log = logging.getLogger(__name__)
+
+KEY_POLL_SECONDS = 0.5
+
+
+@dataclass
+class Gateway:
+    config: Config
+    catalog: Catalog
+    keys: KeyCache
+    limiter: MemoryLimiter
+    providers: Mapping[str, Provider]
+    ledger: LedgerWriter
+    engine: Engine
+    _session: aiohttp.ClientSession | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "the gateway has not been started"
+        return self._session
+
+    async def start(self) -> None:
+        await asyncio.to_thread(tokens.warm_up)
+        await asyncio.to_thread(self.keys.refresh)
+        await self.ledger.start()
+        self._session = new_session()
+        self._tasks.append(asyncio.create_task(self.keys.watch(), name="key-watch"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+        await self.ledger.close()
+        self.engine.dispose()
+
+    def database_ready(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return True
+
+
+def build(config: Config, *, engine: Engine | None = None) -> Gateway:
+    engine = engine or connect(config.database)
+    static: dict[str, Principal] = {}
+    if config.admin_key:
+        static[hash_key(config.admin_key)] = Principal("admin", "admin", is_admin=True)
+    gateway = Gateway(
+        config=config,
+        catalog=Catalog(config),
+        keys=KeyCache(engine, static=static, poll_interval=KEY_POLL_SECONDS),
+        limiter=MemoryLimiter(),
+        providers={},
+        ledger=LedgerWriter(
+            engine, config.ledger.spool or config.database + ".spool",
+            batch_size=config.ledger.batch_size,
+            flush_interval=config.ledger.flush_interval_ms / 1000,
+            max_pending=config.ledger.max_pending,
+        ),
+        engine=engine,
+    )
+    providers: dict[str, Provider] = {ECHO_PROVIDER: EchoProvider()}
+    for name, provider in config.providers.items():
+        providers[name] = HttpProvider(gateway.session, OpenAIAdapter(provider))
+    gateway.providers = providers
+    return gateway

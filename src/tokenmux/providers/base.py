@@ -1,0 +1,86 @@
+"""The values that cross the seam between the pipeline and any provider."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tokenmux import tokens
+from tokenmux.api.chat import ChatRequest
+from tokenmux.routing.catalog import Route
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    # "upstream" when the provider reported it, "counted" when the gateway had to count.
+    source: str = "upstream"
+
+    def as_openai(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Call:
+    """One attempt to have a route answer a request."""
+
+    request: ChatRequest
+    route: Route
+    request_id: str
+
+
+@dataclass(slots=True)
+class Completion:
+    body: dict[str, Any]  # an OpenAI `chat.completion`, its `model` already our model's name
+    usage: Usage
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What a stream has produced so far, kept for the ledger whether or not it finishes."""
+
+    usage: Usage | None = None
+    text: list[str] = field(default_factory=list)
+    finished: bool = False
+
+
+def counted_usage(request: ChatRequest, completion_text: str) -> Usage:
+    """The gateway's own count, for when the provider reported none."""
+    return Usage(
+        prompt_tokens=tokens.count_messages(request.body["messages"]),
+        completion_tokens=tokens.count_text(completion_text),
+        source="counted",
+    )
+
+
+class ChunkStream(Protocol):
+    state: StreamState
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class Provider(Protocol):
+    async def complete(self, call: Call) -> Completion: ...
+
+    def stream(self, call: Call) -> AbstractAsyncContextManager[ChunkStream]:
+        """Opens the upstream stream; chunks are OpenAI `chat.completion.chunk` dicts without
+        usage; the final usage, when the provider reports it, lands in `state.usage`."""
+        ...

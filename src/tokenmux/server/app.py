@@ -1,0 +1,26 @@
+"""Builds the aiohttp application around a Gateway and ties their lifetimes together."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tokenmux.gateway import Gateway
+from tokenmux.server.routes import GATEWAY, add_routes, errors
+
+
+def create_app(gateway: Gateway) -> web.Application:
+    app = web.Application(
+        middlewares=[errors],
+        client_max_size=gateway.config.server.max_request_bytes,
+    )
+    app[GATEWAY] = gateway
+    add_routes(app)
+
+    async def lifetime(_app: web.Application):  # type: ignore[no-untyped-def]
+        await gateway.start()
+        yield
+        # Runs after in-flight requests have finished, so their ledger rows are flushed too.
+        await gateway.stop()
+
+    app.cleanup_ctx.append(lifetime)
+    return app

@@ -1,0 +1,24 @@
+"""Rendering JSON bodies and errors, always in the OpenAI shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tokenmux.errors import GatewayError
+
+
+def json_response(body: Any, request_id: str, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    response = web.Response(body=orjson.dumps(body), status=status,
+                            content_type="application/json")
+    response.headers["X-Request-Id"] = request_id
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def error_response(error: GatewayError, request_id: str) -> web.Response:
+    return json_response(error.body(), request_id, error.status, error.headers())

@@ -1,0 +1,43 @@
+"""Writes an OpenAI stream: `data: <json>` events, `data: [DONE]` at the end, nothing else.
+
+No `event:` or `id:` lines: the openai SDK would take them for chunks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tokenmux.errors import GatewayError
+
+
+class SseWriter:
+    def __init__(self, request: web.Request, request_id: str):
+        self._request = request
+        self.response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # tells a fronting nginx not to hold chunks back
+            "X-Request-Id": request_id,
+        })
+
+    @property
+    def opened(self) -> bool:
+        return self.response.prepared
+
+    async def open(self) -> None:
+        await self.response.prepare(self._request)
+
+    async def send(self, chunk: dict[str, Any]) -> None:
+        await self.response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+
+    async def fail(self, error: GatewayError) -> None:
+        # The openai SDK raises APIError on an event whose object has an `error` key.
+        await self.response.write(b"data: " + orjson.dumps(error.body()) + b"\n\n")
+        await self.response.write_eof()
+
+    async def done(self) -> None:
+        await self.response.write(b"data: [DONE]\n\n")
+        await self.response.write_eof()

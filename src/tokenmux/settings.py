@@ -1,0 +1,30 @@
+"""The one place the process environment is read.
+
+Everything else receives these values as arguments; config files refer to the environment only
+through `${VAR}` interpolation, which `config.loader` resolves with `env()` from here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def env() -> Mapping[str, str]:
+    return os.environ
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: str | None
+    admin_key: str | None
+    log_level: str
+
+
+def load() -> Settings:
+    return Settings(
+        config_path=os.environ.get("TOKENMUX_CONFIG") or None,
+        admin_key=os.environ.get("TOKENMUX_ADMIN_KEY") or None,
+        log_level=os.environ.get("TOKENMUX_LOG_LEVEL", "INFO"),
+    )

@@ -1,0 +1,138 @@
+"""Runs one attempt against an HTTP upstream: the adapter translates, this module does the I/O.
+
+aiohttp's exceptions stop here and become the gateway's own: a timeout is `UpstreamTimeout`
+(504), anything else that goes wrong on the wire is `UpstreamFailed` (502).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import aiohttp
+
+from tokenmux.errors import GatewayError, UpstreamFailed, UpstreamTimeout
+from tokenmux.providers.base import (
+    Call,
+    Completion,
+    StreamState,
+    UpstreamRequest,
+    Usage,
+    counted_usage,
+)
+from tokenmux.routing.catalog import Route
+from tokenmux.tokens import message_text
+from tokenmux.upstream.sse import sse_data
+
+
+class Adapter(Protocol):
+    def build_request(self, call: Call) -> UpstreamRequest: ...
+
+    def read_completion(self, raw: bytes, route: Route) -> tuple[dict[str, Any], Usage | None]: ...
+
+    def read_chunk(self, data: bytes, call: Call, state: StreamState) -> dict[str, Any] | None: ...
+
+    def read_error(self, status: int, raw: bytes, route: Route,
+                   retry_after: str | None) -> GatewayError: ...
+
+
+_REASONS = (
+    (aiohttp.ClientConnectorError, "could not be reached"),
+    (aiohttp.ServerDisconnectedError, "closed the connection"),
+    (aiohttp.ClientPayloadError, "sent a broken response"),
+    (aiohttp.ClientResponseError, "sent a malformed response"),
+)
+
+
+def _wire_error(exc: BaseException, route: Route) -> GatewayError:
+    if isinstance(exc, asyncio.TimeoutError):
+        return UpstreamTimeout(
+            f"The upstream {route.provider!r} did not answer within {route.timeout:g}s.")
+    reason = next((text for kind, text in _REASONS if isinstance(exc, kind)), "failed on the wire")
+    return UpstreamFailed(f"The upstream {route.provider!r} {reason} ({type(exc).__name__}).")
+
+
+_WIRE_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+class HttpProvider:
+    def __init__(self, session: Callable[[], aiohttp.ClientSession], adapter: Adapter):
+        self._session = session
+        self._adapter = adapter
+
+    async def complete(self, call: Call) -> Completion:
+        request = self._adapter.build_request(call)
+        route = call.route
+        try:
+            async with self._session().post(
+                request.url, data=request.body, headers=request.headers,
+                timeout=aiohttp.ClientTimeout(total=route.timeout),
+            ) as response:
+                raw = await response.read()
+        except _WIRE_ERRORS as exc:
+            raise _wire_error(exc, route) from None
+        if response.status != 200:
+            raise self._adapter.read_error(
+                response.status, raw, route, response.headers.get("Retry-After"))
+        body, usage = self._adapter.read_completion(raw, route)
+        if usage is None:
+            text = "".join(message_text((c.get("message") or {}).get("content"))
+                           for c in body["choices"] if isinstance(c, dict))
+            usage = counted_usage(call.request, text)
+            body["usage"] = usage.as_openai()
+        return Completion(body, usage)
+
+    @asynccontextmanager
+    async def stream(self, call: Call) -> AsyncIterator[_Chunks]:
+        request = self._adapter.build_request(call)
+        route = call.route
+        # The channel timeout bounds the wait for the answer to start and every silence after.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(route.timeout, 30),
+                                        sock_read=route.timeout)
+        try:
+            response = await self._session().post(
+                request.url, data=request.body, headers=request.headers, timeout=timeout)
+        except _WIRE_ERRORS as exc:
+            raise _wire_error(exc, route) from None
+        try:
+            if response.status != 200:
+                try:
+                    raw = await response.read()
+                except _WIRE_ERRORS as exc:
+                    raise _wire_error(exc, route) from None
+                raise self._adapter.read_error(
+                    response.status, raw, route, response.headers.get("Retry-After"))
+            if not response.content_type.startswith("text/event-stream"):
+                raise UpstreamFailed(f"The upstream {route.provider!r} answered a stream request "
+                                     f"with {response.content_type or 'no content type'}.")
+            yield _Chunks(response, self._adapter, call)
+        finally:
+            # Closing (not releasing) drops the connection, which is how the upstream learns
+            # that a client left: its generation stops and so does its bill.
+            response.close()
+
+
+class _Chunks:
+    def __init__(self, response: aiohttp.ClientResponse, adapter: Adapter, call: Call):
+        self._response = response
+        self._adapter = adapter
+        self._call = call
+        self.state = StreamState()
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        route = self._call.route
+        try:
+            async for data in sse_data(self._response.content):
+                if data == b"[DONE]":
+                    self.state.finished = True
+                    return
+                chunk = self._adapter.read_chunk(data, self._call, self.state)
+                if chunk is not None:
+                    yield chunk
+        except _WIRE_ERRORS as exc:
+            raise _wire_error(exc, route) from None
+        if not self.state.finished:
+            raise UpstreamFailed(
+                f"The upstream {route.provider!r} ended the stream before it finished.")
