@@ -41,12 +41,7 @@ def request_id(request: web.Request) -> str:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     rid = request_id(request)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(
-            f"The request body is larger than the gateway's limit of {exc.max_size} bytes.",
-        ) from None
+    body = await request.read()  # over the size limit: HTTPRequestEntityTooLarge, see below
     headers = request.headers
     inbound = pipeline.Inbound(body, headers.get("Authorization"), headers.get("x-api-key"),
                                headers.get("X-User"), rid, started)
@@ -104,7 +99,7 @@ async def errors(request: web.Request, handler: web.Handler) -> web.StreamRespon
     except GatewayError as error:
         return error_response(error, request_id(request))
     except web.HTTPException as exc:
-        return error_response(_from_http(exc), request_id(request))
+        return error_response(_from_http(exc, request), request_id(request))
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         error = GatewayError("The gateway failed unexpectedly; the request id names it in the "
@@ -112,13 +107,15 @@ async def errors(request: web.Request, handler: web.Handler) -> web.StreamRespon
         return error_response(error, request_id(request))
 
 
-def _from_http(exc: web.HTTPException) -> GatewayError:
+def _from_http(exc: web.HTTPException, request: web.Request) -> GatewayError:
     if exc.status == 404:
-        return RouteNotFound(f"There is no route for this path.")
+        return RouteNotFound(f"There is no route for {request.path}.")
     if exc.status == 405:
-        return MethodNotAllowed("This method is not allowed on this path.")
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
     if exc.status == 413:
-        return PayloadTooLarge("The request body is larger than the gateway's limit.")
+        limit = request.app[GATEWAY].config.server.max_request_bytes
+        return PayloadTooLarge(f"The request body is larger than the gateway's limit of "
+                               f"{limit} bytes.")
     return InvalidRequest(exc.reason or "The request could not be read.")
 
 

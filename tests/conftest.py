@@ -1,0 +1,173 @@
+"""Shared fixtures: a fake OpenAI upstream and real gateway processes started from the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import openai
+import pytest
+
+from tests.fakes.openai_upstream import FakeOpenAI
+
+ADMIN_KEY = "tm-test-admin-key-for-the-suite"
+UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config_for(directory: Path, upstream: FakeOpenAI, extra: str = "") -> str:
+    return textwrap.dedent(f"""\
+        database: {directory}/gateway.db
+        admin_key: {ADMIN_KEY}
+        server: {{max_request_bytes: 65536}}
+        ledger: {{flush_interval_ms: 50}}
+        providers:
+          fake: {{kind: openai, base_url: "{upstream.base_url}", api_key: "${{FAKE_UPSTREAM_KEY}}"}}
+          fake-quick: {{kind: openai, base_url: "{upstream.base_url}", api_key: "{UPSTREAM_KEY}",
+                        timeout: 1.5}}
+          dead: {{kind: openai, base_url: "http://127.0.0.1:9/v1", api_key: sk-dead}}
+        models:
+          - name: fake-model
+            aliases: [fake-model@2026-01-01, fake-alias]
+            channels: [{{provider: fake, model: upstream-model-v1}}]
+            price: {{input: 1.0, output: 2.0}}
+          - name: quick-model
+            channels: [{{provider: fake-quick, model: upstream-quick}}]
+          - name: dead-model
+            channels: [{{provider: dead, model: nothing}}]
+        """) + extra
+
+
+class Gateway:
+    """A `tokenmux serve` process, and the CLI and database that go with its config."""
+
+    def __init__(self, directory: Path, config_text: str | None, *, cwd: Path | None = None):
+        self.directory = directory
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.config = directory / "tokenmux.yaml" if config_text is not None else None
+        if self.config is not None:
+            self.config.write_text(config_text or "")
+        self.cwd = cwd or directory
+        self.env = {**os.environ, "FAKE_UPSTREAM_KEY": UPSTREAM_KEY, "TOKENMUX_LOG_LEVEL": "INFO"}
+        for name in ("TOKENMUX_CONFIG", "TOKENMUX_ADMIN_KEY", "OPENAI_API_KEY",
+                     "DEEPSEEK_API_KEY", "XAI_API_KEY"):
+            self.env.pop(name, None)
+        self.process: subprocess.Popen[str] | None = None
+        self.output = ""
+
+    def _config_args(self) -> list[str]:
+        return ["--config", str(self.config)] if self.config else []
+
+    def start(self, timeout: float = 30) -> Gateway:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tokenmux", "serve", *self._config_args(),
+             "--port", str(self.port)],
+            cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited at start:\n{self.process.stdout.read()}")
+            try:
+                if httpx.get(self.base_url + "/health/live", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("gateway did not come up in time")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.output += self.process.stdout.read() if self.process.stdout else ""
+        return code
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "tokenmux", *args, *self._config_args()],
+            cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"tokenmux {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def client(self, key: str = ADMIN_KEY, **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key=key, max_retries=0,
+                             **kwargs)
+
+    def async_client(self, key: str = ADMIN_KEY, **kwargs: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.base_url + "/v1", api_key=key, max_retries=0,
+                                  **kwargs)
+
+    def post(self, body: Any, key: str | None = ADMIN_KEY, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers.update(kwargs.pop("headers", {}))
+        content = body if isinstance(body, bytes | str) else None
+        return httpx.post(self.base_url + "/v1/chat/completions", headers=headers,
+                          content=content, json=None if content is not None else body,
+                          timeout=30, **kwargs)
+
+    def rows(self, **where: Any) -> list[dict[str, Any]]:
+        connection = sqlite3.connect(self.directory / "gateway.db")
+        connection.row_factory = sqlite3.Row
+        try:
+            rows = [dict(r) for r in connection.execute("SELECT * FROM usage ORDER BY created_at")]
+        finally:
+            connection.close()
+        return [r for r in rows if all(r[k] == v for k, v in where.items())]
+
+    def wait_row(self, request_id: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.rows(request_id=request_id)
+            if found:
+                assert len(found) == 1, f"request {request_id} has {len(found)} ledger rows"
+                return found[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no ledger row for request {request_id}")
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> Iterator[Gateway]:
+    directory = tmp_path_factory.mktemp("gateway")
+    running = Gateway(directory, config_for(directory, upstream)).start()
+    yield running
+    running.stop()
+
+
+def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,182 @@
+"""A fake OpenAI chat completions server on loopback, speaking the real wire format.
+
+It answers like OpenAI unless the last user message starts with a command:
+
+    @fail STATUS      answer STATUS with an OpenAI error body (429 also sends Retry-After: 7)
+    @stall SECONDS    wait that long before answering
+    @hangup           close the connection without answering
+    @garbage          answer 200 with a body that is not JSON
+    @drop N           (stream) send N content chunks, then cut the connection
+    @slow SECONDS     (stream) wait that long between chunks
+    @nousage          leave usage out of the answer
+    @leak             answer 400 with the received Authorization header in the message
+
+Every request is recorded (path, headers, JSON body), and so is every stream the client
+abandoned, so tests can assert what went upstream and what the gateway did to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+REPLY = "Hello from the fake upstream, here to help"
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeOpenAI:
+    host: str = "127.0.0.1"
+    port: int = 0
+    received: list[Received] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)  # the `user` of streams cut by the client
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> FakeOpenAI:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def boot() -> None:
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", self._handle)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.host, self.port)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(boot())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="fake-openai")
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def last(self) -> Received:
+        return self.received[-1]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        self.received.append(Received(request.path, dict(request.headers), body))
+        text = _last_user_text(body)
+        command, _, arg = text.partition(" ") if text.startswith("@") else ("", "", "")
+        if command == "@stall":
+            await asyncio.sleep(float(arg))
+        elif command == "@fail":
+            status = int(arg)
+            headers = {"Retry-After": "7"} if status == 429 else {}
+            return web.json_response(
+                {"error": {"message": f"fake failure {status}", "type": "server_error",
+                           "param": "messages" if status == 400 else None, "code": "fake_code"}},
+                status=status, headers=headers)
+        elif command == "@leak":
+            message = f"bad key {request.headers.get('Authorization')}"
+            return web.json_response({"error": {"message": message, "type": "x",
+                                                "param": None, "code": None}}, status=400)
+        elif command == "@hangup":
+            request.transport.close()  # type: ignore[union-attr]
+            await asyncio.sleep(1)
+            return web.Response()
+        elif command == "@garbage":
+            return web.Response(text="<html>upstream broke</html>", content_type="text/html")
+        if body.get("stream"):
+            return await self._stream(request, body, command, arg)
+        return web.json_response(_completion(body, with_usage=command != "@nousage"))
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], command: str,
+                      arg: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body["model"],
+                "system_fingerprint": "fp_fake"}
+        if include_usage:
+            base["usage"] = None
+
+        async def send(event: dict[str, Any]) -> None:
+            await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+
+        words = _reply_words()
+        try:
+            await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
+                        "content": ""}, "logprobs": None, "finish_reason": None}]})
+            for i, word in enumerate(words):
+                if command == "@drop" and i == int(arg):
+                    request.transport.close()  # type: ignore[union-attr]
+                    return response
+                if command == "@slow":
+                    await asyncio.sleep(float(arg))
+                await send({**base, "choices": [{"index": 0, "delta": {"content": word},
+                            "logprobs": None, "finish_reason": None}]})
+            await send({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                        "finish_reason": "stop"}]})
+            if include_usage and command != "@nousage":
+                await send({**base, "choices": [], "usage": _usage(body, len(words))})
+            await response.write(b"data: [DONE]\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.abandoned.append(str(body.get("user")))
+            raise
+        return response
+
+
+def _reply_words() -> list[str]:
+    words = REPLY.split(" ")
+    return [words[0], *(" " + w for w in words[1:])]
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return content or ""
+    return ""
+
+
+def _usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
+    prompt = 11 * len(body.get("messages") or [])
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
+
+
+def _completion(body: dict[str, Any], *, with_usage: bool) -> dict[str, Any]:
+    n = int(body.get("n") or 1)
+    answer: dict[str, Any] = {
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+        "model": body["model"], "system_fingerprint": "fp_fake",
+        "choices": [{"index": i, "message": {"role": "assistant", "content": REPLY,
+                                             "refusal": None, "annotations": []},
+                     "logprobs": None, "finish_reason": "stop"} for i in range(n)],
+        "service_tier": "default",
+    }
+    if with_usage:
+        answer["usage"] = _usage(body, len(_reply_words()) * n)
+    return answer
