@@ -59,7 +59,7 @@ class _Outcome:
 
 async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> dict[str, Any] | None:
     """Returns the completion body, or None when the answer went out as a stream."""
-    principal = gw.keys.authenticate(inbound.authorization, inbound.api_key)
+    principal = await gw.keys.authenticate(inbound.authorization, inbound.api_key)
     outcome = _Outcome()
     request: ChatRequest | None = None
     route: Route | None = None

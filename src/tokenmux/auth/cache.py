@@ -1,13 +1,16 @@
 """The gateway's view of the keys: a dict lookup per request, refreshed from the database.
 
-A background task polls the keys table's revision, so a key created or revoked with the CLI takes
-effect in a running gateway within `poll_interval` without any database round trip per request.
+A background task polls the keys table's revision, so a key revoked with the CLI is refused by a
+running gateway within `poll_interval`, with no database round trip per request. An unknown key
+triggers one early refresh (shared by concurrent callers, at most one per `MISS_REFRESH_GAP`), so
+a key created a moment ago works on its first request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
 from sqlalchemy import Engine
@@ -19,6 +22,8 @@ from tokenmux.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
 
+MISS_REFRESH_GAP = 0.1  # seconds; bounds what a flood of wrong keys can cost the database
+
 
 class KeyCache:
     def __init__(self, engine: Engine, *, static: Mapping[str, Principal], poll_interval: float):
@@ -27,8 +32,11 @@ class KeyCache:
         self._keys: dict[str, Principal] = dict(static)
         self._revision: tuple[int, str] | None = None
         self._poll_interval = poll_interval
+        self._refreshing: asyncio.Future[bool] | None = None
+        self._last_refresh = 0.0
 
-    def authenticate(self, authorization: str | None, api_key_header: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None,
+                           api_key_header: str | None) -> Principal:
         secret = None
         if authorization:
             scheme, _, value = authorization.partition(" ")
@@ -39,14 +47,33 @@ class KeyCache:
         if not secret:
             raise Unauthenticated(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
-        principal = self._keys.get(hash_key(secret))
+        hashed = hash_key(secret)
+        principal = self._keys.get(hashed)
+        if principal is None:
+            await self._refresh_now()
+            principal = self._keys.get(hashed)
         if principal is None:
             # Never echo the key back: a prefix is enough for the caller to recognise it.
             raise Unauthenticated(f"Incorrect or revoked API key provided: {secret[:6]}…")
         return principal
 
+    async def _refresh_now(self) -> None:
+        if self._refreshing is None:
+            if time.monotonic() - self._last_refresh < MISS_REFRESH_GAP:
+                return
+            self._refreshing = asyncio.ensure_future(asyncio.to_thread(self.refresh))
+            self._refreshing.add_done_callback(self._refreshed)
+        try:
+            await asyncio.shield(self._refreshing)
+        except SQLAlchemyError:
+            log.warning("could not refresh API keys for an unknown key")
+
+    def _refreshed(self, _future: asyncio.Future[bool]) -> None:
+        self._refreshing = None
+
     def refresh(self) -> bool:
         """Reloads the keys when they changed; blocking, so run it in a thread."""
+        self._last_refresh = time.monotonic()
         current = records.revision(self._engine)
         if current == self._revision:
             return False

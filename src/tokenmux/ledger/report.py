@@ -14,7 +14,7 @@ from tokenmux.db.schema import usage
 def recent_rows(engine: Engine, limit: int) -> list[dict[str, Any]]:
     query = select(usage).order_by(usage.c.created_at.desc()).limit(limit)
     with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+        return [_plain_keys(row._mapping) for row in conn.execute(query)]
 
 
 def totals(engine: Engine, by: str) -> list[dict[str, Any]]:
@@ -31,7 +31,12 @@ def totals(engine: Engine, by: str) -> list[dict[str, Any]]:
         .order_by(column)
     )
     with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+        return [_plain_keys(row._mapping) for row in conn.execute(query)]
+
+
+def _plain_keys(mapping: Any) -> dict[str, Any]:
+    # SQLAlchemy names columns with a str subclass that JSON encoders refuse as keys.
+    return {str(key): value for key, value in mapping.items()}
 
 
 def plain(value: Any) -> Any:

@@ -9,6 +9,7 @@ while it is slow, rows go to the spool file and are replayed on the next good wr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -65,10 +66,8 @@ class LedgerWriter:
 
     async def _run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self._interval)
-            except TimeoutError:
-                pass
             self._full.clear()
             if self._pending:
                 await self._flush()

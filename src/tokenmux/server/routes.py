@@ -48,7 +48,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     sink = SseWriter(request, rid)
     try:
         result = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
-    except GatewayError as error:
+    except GatewayError:
         if sink.opened:  # pragma: no cover - the pipeline ends opened streams itself
             return sink.response
         raise
@@ -57,20 +57,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return json_response(result, rid)
 
 
-def _authenticate(request: web.Request) -> None:
-    request.app[GATEWAY].keys.authenticate(request.headers.get("Authorization"),
+async def _authenticate(request: web.Request) -> None:
+    await request.app[GATEWAY].keys.authenticate(request.headers.get("Authorization"),
                                            request.headers.get("x-api-key"))
 
 
 async def list_models(request: web.Request) -> web.Response:
-    _authenticate(request)
+    await _authenticate(request)
     catalog = request.app[GATEWAY].catalog
     data = [entry.as_openai(catalog.created) for entry in catalog.entries]
     return json_response({"object": "list", "data": data}, request_id(request))
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
-    _authenticate(request)
+    await _authenticate(request)
     catalog = request.app[GATEWAY].catalog
     entry = catalog.resolve(request.match_info["model"])
     return json_response(entry.as_openai(catalog.created), request_id(request))

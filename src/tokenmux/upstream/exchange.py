@@ -41,7 +41,7 @@ class Adapter(Protocol):
 _REASONS = (
     (aiohttp.ClientConnectorError, "could not be reached"),
     (aiohttp.ServerDisconnectedError, "closed the connection"),
-    (aiohttp.ClientPayloadError, "sent a broken response"),
+    (aiohttp.ClientPayloadError, "cut its response short"),
     (aiohttp.ClientResponseError, "sent a malformed response"),
 )
 
