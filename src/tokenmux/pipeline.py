@@ -114,9 +114,13 @@ async def _relay(provider: Any, call: Call, sink: SseSink, started: float,
             outcome.usage = _stream_usage(chunks.state, call)
             await sink.fail(error)
             return
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ConnectionError) as gone:
             outcome.usage = _stream_usage(chunks.state, call)
-            raise
+            if isinstance(gone, asyncio.CancelledError):
+                raise
+            # The client hung up between two writes; the upstream is closed on the way out.
+            outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
+            return
         outcome.usage = _stream_usage(chunks.state, call)
         if call.request.include_usage:
             await sink.send({

@@ -46,12 +46,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     inbound = pipeline.Inbound(body, headers.get("Authorization"), headers.get("x-api-key"),
                                headers.get("X-User"), rid, started)
     sink = SseWriter(request, rid)
-    try:
-        result = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
-    except GatewayError:
-        if sink.opened:  # pragma: no cover - the pipeline ends opened streams itself
-            return sink.response
-        raise
+    result = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
     if result is None:
         return sink.response
     return json_response(result, rid)

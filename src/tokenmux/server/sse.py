@@ -23,10 +23,6 @@ class SseWriter:
             "X-Request-Id": request_id,
         })
 
-    @property
-    def opened(self) -> bool:
-        return self.response.prepared
-
     async def open(self) -> None:
         await self.response.prepare(self._request)
 
