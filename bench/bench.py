@@ -360,14 +360,41 @@ def table(runs: list[Run], summary: dict) -> str:
     return "\n".join(lines)
 
 
-def ledger_rows(database: Path) -> dict[str, int]:
-    """Rows the gateway wrote per status; read after it stopped, since it flushes on SIGTERM."""
+def ledger_rows(database: Path) -> list[dict]:
+    """The gateway's own account of the run, read after it stopped (it flushes on SIGTERM).
+
+    Every request the gateway saw, warm-ups and the cut-off ones at the end of each wrk run
+    included, should be here with a status that tells how it ended.
+    """
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-            return {str(status): count for status, count in
-                    db.execute("SELECT status, count(*) FROM usage GROUP BY status")}
+            rows = db.execute("SELECT stream, status, error_code, usage_source, count(*) "
+                              "FROM usage GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4").fetchall()
     except sqlite3.Error as exc:
-        return {"unreadable": 0, "error": str(exc)}  # type: ignore[dict-item]
+        return [{"error": f"ledger unreadable: {exc}"}]
+    return [{"kind": "stream" if stream else "json", "status": status, "error_code": code,
+             "usage_source": source, "rows": count}
+            for stream, status, code, source, count in rows]
+
+
+def log_problems(text: str) -> dict[str, int]:
+    """The gateway's ERROR lines, each counted under the exception that ended its traceback."""
+    problems: dict[str, int] = {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not re.search(r"\b(ERROR|CRITICAL)\b", line):
+            continue
+        message = line.split(": ", 1)[-1]
+        # A traceback follows its log line; its last unindented line names the exception.
+        j = i + 1
+        if j < len(lines) and lines[j].startswith("Traceback"):
+            while j + 1 < len(lines) and (lines[j + 1].startswith((" ", "Traceback"))
+                                          or not lines[j + 1].strip()):
+                j += 1
+            if j + 1 < len(lines) and not re.match(r"\d{4}-\d\d-\d\d ", lines[j + 1]):
+                message += " <- " + lines[j + 1].strip()
+        problems[message] = problems.get(message, 0) + 1
+    return problems
 
 
 def git_revision() -> str | None:
@@ -406,8 +433,9 @@ def measure(args: argparse.Namespace, tmp: Path, gateway: Service) -> list[Run]:
 
         for path, url, auth in (("direct", direct_url, None), ("gateway", through, AUTHORIZATION)):
             for load, threads, connections in (LOW, HIGH):
-                if path == "gateway" and args.warmup:
-                    # Fills the upstream connection pool and warms caches at this concurrency.
+                if args.warmup:
+                    # Fills the gateway's upstream connection pool and warms caches at this
+                    # concurrency; done for the direct path too, so both sides start alike.
                     wrk(url, body_file, auth, threads, connections, args.warmup)
                 run = Run(kind, path, load, threads, connections, args.duration)
                 cpu_before = cpu_seconds(gateway.process.pid)
@@ -430,7 +458,7 @@ def main() -> int:
     parser.add_argument("--duration", default=os.environ.get("BENCH_DURATION", "10s"),
                         help="length of each measured wrk run (env BENCH_DURATION; default 10s)")
     parser.add_argument("--warmup", default=os.environ.get("BENCH_WARMUP", "2s"),
-                        help="wrk run before each gateway measurement, not counted "
+                        help="wrk run before each measurement, not counted "
                              "(env BENCH_WARMUP; default 2s; empty or 0 for none)")
     parser.add_argument("--upstream-port", type=int, default=19101)
     parser.add_argument("--gateway-port", type=int, default=19102)
@@ -479,14 +507,13 @@ def main() -> int:
         for service in reversed(services):
             service.stop()
 
-    gateway_log_problems: list[str] = []
-    ledger: dict[str, int] = {}
+    problems: dict[str, int] = {}
+    ledger: list[dict] = []
     if gateway is not None:
-        gateway_log_problems = [line for line in gateway.log_tail(100_000).splitlines()
-                                if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", line)]
+        problems = log_problems(gateway.log_tail(1_000_000))
         ledger = ledger_rows(tmp / "bench.db")
         if gateway.process.returncode not in (0, None, -signal.SIGTERM):
-            gateway_log_problems.append(f"gateway exited with status {gateway.process.returncode}")
+            problems[f"gateway exited with status {gateway.process.returncode}"] = 1
     if args.keep or failure:
         print(f"bench: kept {tmp} (configs and logs)", file=sys.stderr)
     else:
@@ -499,11 +526,13 @@ def main() -> int:
     summary = summarise(runs)
     print()
     print(table(runs, summary))
-    if gateway_log_problems:
-        print(f"\nThe gateway logged {len(gateway_log_problems)} error line(s); first ones:")
-        print("\n".join("  " + line for line in gateway_log_problems[:10]))
-    print(f"\nLedger rows by HTTP status (every request sent to the gateway, warm-ups included): "
-          f"{json.dumps(ledger)}")
+    if problems:
+        print(f"\nThe gateway logged {sum(problems.values())} error(s):")
+        for message, count in sorted(problems.items(), key=lambda item: -item[1]):
+            print(f"  {count:6} x {message}")
+    print("\nLedger rows (every request the gateway saw, warm-ups and cut-off ones included):")
+    for row in ledger:
+        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
 
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     report = {
@@ -512,13 +541,14 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "settings": {"duration": args.duration, "warmup": args.warmup or None,
-                     "loads": {name: {"threads": t, "connections": c} for name, t, c in (LOW, HIGH)}},
+                     "loads": {name: {"threads": t, "connections": c}
+                               for name, t, c in (LOW, HIGH)}},
         "targets": {"max_added_p50_ms": MAX_ADDED_P50_MS, "min_gateway_rps_c32": MIN_GATEWAY_RPS,
                     "errors": 0},
         "summary": summary,
         "runs": [asdict(r) for r in runs],
-        "gateway_log_errors": gateway_log_problems,
-        "ledger_rows_by_status": ledger,
+        "gateway_log_errors": problems,
+        "ledger": ledger,
     }
     args.results.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2) + "\n"

@@ -40,11 +40,11 @@ class Inbound:
 class SseSink(Protocol):
     async def open(self) -> None: ...
 
-    async def send(self, chunk: dict[str, Any]) -> None: ...
+    async def send(self, chunks: list[dict[str, Any]]) -> None: ...
 
     async def fail(self, error: GatewayError) -> None: ...
 
-    async def done(self) -> None: ...
+    async def done(self, tail: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -93,42 +93,44 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> dict[
 async def _relay(provider: Any, call: Call, sink: SseSink, started: float,
                  outcome: _Outcome) -> None:
     async with provider.stream(call) as chunks:
-        stream = aiter(chunks)
-        try:
-            # Nothing has gone to the client until the first chunk is in hand, so any failure
-            # before it is still an ordinary HTTP error.
-            first = await anext(stream)
-        except StopAsyncIteration:
-            raise UpstreamFailed(
-                f"The upstream {call.route.provider!r} ended the stream without any chunk."
-            ) from None
+        # Nothing has gone to the client until the first chunk is in hand, so any failure
+        # before it is still an ordinary HTTP error.
+        batches = aiter(chunks)
+        first = await _first_batch(batches, call)
         outcome.ttft = time.perf_counter() - started
-        await sink.open()
         try:
+            await sink.open()
             await sink.send(first)
-            async for chunk in stream:
-                await sink.send(chunk)
+            async for batch in batches:
+                if batch:
+                    await sink.send(batch)
+            outcome.usage = _stream_usage(chunks.state, call)
+            tail = []
+            if call.request.include_usage:
+                tail.append({
+                    "id": first[0].get("id"), "object": "chat.completion.chunk",
+                    "created": first[0].get("created"), "model": call.route.model,
+                    "choices": [], "usage": outcome.usage.as_openai(),
+                })
+            await sink.done(tail)
         except GatewayError as error:
             # Headers are gone: the only honest way left to fail is an error event.
             outcome.status, outcome.error_code = error.status, error.code
-            outcome.usage = _stream_usage(chunks.state, call)
             await sink.fail(error)
-            return
-        except (asyncio.CancelledError, ConnectionError) as gone:
-            outcome.usage = _stream_usage(chunks.state, call)
-            if isinstance(gone, asyncio.CancelledError):
-                raise
+        except ConnectionError:
             # The client hung up between two writes; the upstream is closed on the way out.
             outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
-            return
-        outcome.usage = _stream_usage(chunks.state, call)
-        if call.request.include_usage:
-            await sink.send({
-                "id": first.get("id"), "object": "chat.completion.chunk",
-                "created": first.get("created"), "model": call.route.model,
-                "choices": [], "usage": outcome.usage.as_openai(),
-            })
-        await sink.done()
+        finally:
+            if outcome.usage is None:
+                outcome.usage = _stream_usage(chunks.state, call)
+
+
+async def _first_batch(batches: Any, call: Call) -> list[dict[str, Any]]:
+    async for batch in batches:
+        if batch:
+            return batch  # type: ignore[no-any-return]
+    raise UpstreamFailed(
+        f"The upstream {call.route.provider!r} ended the stream without any chunk.")
 
 
 def _stream_usage(state: Any, call: Call) -> Usage:

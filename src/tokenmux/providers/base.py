@@ -74,13 +74,14 @@ def counted_usage(request: ChatRequest, completion_text: str) -> Usage:
 class ChunkStream(Protocol):
     state: StreamState
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+    def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]: ...
 
 
 class Provider(Protocol):
     async def complete(self, call: Call) -> Completion: ...
 
     def stream(self, call: Call) -> AbstractAsyncContextManager[ChunkStream]:
-        """Opens the upstream stream; chunks are OpenAI `chat.completion.chunk` dicts without
-        usage; the final usage, when the provider reports it, lands in `state.usage`."""
+        """Opens the upstream stream. It yields batches (what one upstream read brought) of
+        OpenAI `chat.completion.chunk` dicts without usage; the final usage, when the provider
+        reports it, lands in `state.usage`."""
         ...

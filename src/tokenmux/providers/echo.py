@@ -69,7 +69,7 @@ class _EchoStream:
         self._call = call
         self.state = StreamState()
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
         call = self._call
         text, finish = _answer(call)
         n = _choices(call)
@@ -80,12 +80,13 @@ class _EchoStream:
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
             return {**base, "choices": [choice]}
 
+        words = _WORDS.findall(text)
         for i in range(n):
-            yield chunk(i, {"role": "assistant", "content": ""})
-            for word in _WORDS.findall(text):
-                self.state.text.append(word)
-                yield chunk(i, {"content": word})
-            yield chunk(i, {}, finish)
+            # A word per chunk, all in one batch: nothing makes the echo wait between words.
+            yield [chunk(i, {"role": "assistant", "content": ""}),
+                   *(chunk(i, {"content": word}) for word in words),
+                   chunk(i, {}, finish)]
+            self.state.text.extend(words)
         self.state.usage = Usage(tokens.count_messages(call.request.body["messages"]),
                                  tokens.count_text(text) * n)
         self.state.finished = True

@@ -5,6 +5,7 @@ No `event:` or `id:` lines: the openai SDK would take them for chunks.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -26,14 +27,20 @@ class SseWriter:
     async def open(self) -> None:
         await self.response.prepare(self._request)
 
-    async def send(self, chunk: dict[str, Any]) -> None:
-        await self.response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    async def send(self, chunks: list[dict[str, Any]]) -> None:
+        # Everything one upstream read brought leaves in one write: one syscall, not one a chunk.
+        await self.response.write(_events(chunks))
 
     async def fail(self, error: GatewayError) -> None:
         # The openai SDK raises APIError on an event whose object has an `error` key.
-        await self.response.write(b"data: " + orjson.dumps(error.body()) + b"\n\n")
+        with contextlib.suppress(ConnectionError):  # a client already gone needs no notice
+            await self.response.write(_events([error.body()]))
+            await self.response.write_eof()
+
+    async def done(self, tail: list[dict[str, Any]]) -> None:
+        await self.response.write(_events(tail) + b"data: [DONE]\n\n")
         await self.response.write_eof()
 
-    async def done(self) -> None:
-        await self.response.write(b"data: [DONE]\n\n")
-        await self.response.write_eof()
+
+def _events(chunks: list[Any]) -> bytes:
+    return b"".join([b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks])

@@ -24,7 +24,7 @@ from tokenmux.providers.base import (
 )
 from tokenmux.routing.catalog import Route
 from tokenmux.tokens import message_text
-from tokenmux.upstream.sse import sse_data
+from tokenmux.upstream.sse import sse_batches
 
 
 class Adapter(Protocol):
@@ -61,6 +61,13 @@ class HttpProvider:
     def __init__(self, session: Callable[[], aiohttp.ClientSession], adapter: Adapter):
         self._session = session
         self._adapter = adapter
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
 
     async def complete(self, call: Call) -> Completion:
         request = self._adapter.build_request(call)
@@ -68,7 +75,7 @@ class HttpProvider:
         try:
             async with self._session().post(
                 request.url, data=request.body, headers=request.headers,
-                timeout=aiohttp.ClientTimeout(total=route.timeout),
+                timeout=self._timeout(route.timeout),
             ) as response:
                 raw = await response.read()
         except _WIRE_ERRORS as exc:
@@ -121,16 +128,20 @@ class _Chunks:
         self._call = call
         self.state = StreamState()
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        route = self._call.route
+    async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
+        route, read_chunk = self._call.route, self._adapter.read_chunk
         try:
-            async for data in sse_data(self._response.content):
-                if data == b"[DONE]":
-                    self.state.finished = True
-                    return
-                chunk = self._adapter.read_chunk(data, self._call, self.state)
-                if chunk is not None:
-                    yield chunk
+            async for events in sse_batches(self._response.content):
+                batch = []
+                for data in events:
+                    if data == b"[DONE]":
+                        self.state.finished = True
+                        yield batch
+                        return
+                    chunk = read_chunk(data, self._call, self.state)
+                    if chunk is not None:
+                        batch.append(chunk)
+                yield batch
         except _WIRE_ERRORS as exc:
             raise _wire_error(exc, route) from None
         if not self.state.finished:

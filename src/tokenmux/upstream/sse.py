@@ -1,4 +1,4 @@
-"""Reads a server-sent event stream incrementally and yields each event's data payload."""
+"""Reads a server-sent event stream incrementally, one network read at a time."""
 
 from __future__ import annotations
 
@@ -7,23 +7,34 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 
-async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+def _field(line: bytes) -> bytes:
+    return line[6:] if line[5:6] == b" " else line[5:]
+
+
+async def sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
+    """Yields the data payloads of the events completed by each read, as one list per read.
+
+    Batching by read keeps the relay to one write per read however many events it brought.
+    """
     pending = b""
     data: list[bytes] = []
     async for block in content.iter_any():
         pending += block
         *lines, pending = pending.split(b"\n")
+        events: list[bytes] = []
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:  # a blank line ends an event
                 if data:
-                    yield b"\n".join(data)
+                    events.append(b"\n".join(data))
                     data = []
             elif line.startswith(b"data:"):
-                data.append(line[6:] if line[5:6] == b" " else line[5:])
+                data.append(_field(line))
             # `event:`, `id:`, `retry:` and `:` comments carry nothing an OpenAI stream needs.
+        if events:
+            yield events
     if pending.startswith(b"data:"):
-        data.append(pending[6:] if pending[5:6] == b" " else pending[5:])
+        data.append(_field(pending))
     if data:
-        yield b"\n".join(data)
+        yield [b"\n".join(data)]
