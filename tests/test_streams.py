@@ -30,6 +30,17 @@ def test_upstream_dropping_mid_stream_raises_in_the_sdk_and_is_billed(gateway):
     assert row["ttft_ms"] is not None
 
 
+def test_upstream_ending_a_stream_unfinished_is_an_error_not_a_clean_end(gateway):
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in gateway.client().chat.completions.create(
+                model="fake-model", stream=True,
+                messages=[{"role": "user", "content": "@truncate 4"}]):
+            received.append(chunk)
+    assert "ended the stream before it finished" in str(caught.value)
+    assert "".join(c.choices[0].delta.content or "" for c in received) == "Hello from the fake"
+
+
 def test_the_wire_ends_with_an_error_event_and_no_done(gateway):
     with httpx.stream("POST", gateway.base_url + "/v1/chat/completions", timeout=10,
                       headers={"Authorization": f"Bearer {ADMIN_KEY}"},

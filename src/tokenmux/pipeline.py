@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -105,7 +106,7 @@ async def _relay(provider: Any, call: Call, sink: SseSink, started: float,
                 if batch:
                     await sink.send(batch)
             outcome.usage = _stream_usage(chunks.state, call)
-            tail = []
+            tail: list[dict[str, Any]] = []
             if call.request.include_usage:
                 tail.append({
                     "id": first[0].get("id"), "object": "chat.completion.chunk",
@@ -125,10 +126,11 @@ async def _relay(provider: Any, call: Call, sink: SseSink, started: float,
                 outcome.usage = _stream_usage(chunks.state, call)
 
 
-async def _first_batch(batches: Any, call: Call) -> list[dict[str, Any]]:
+async def _first_batch(batches: AsyncIterator[list[dict[str, Any]]],
+                       call: Call) -> list[dict[str, Any]]:
     async for batch in batches:
         if batch:
-            return batch  # type: ignore[no-any-return]
+            return batch
     raise UpstreamFailed(
         f"The upstream {call.route.provider!r} ended the stream without any chunk.")
 

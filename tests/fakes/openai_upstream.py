@@ -7,6 +7,7 @@ It answers like OpenAI unless the last user message starts with a command:
     @hangup           close the connection without answering
     @garbage          answer 200 with a body that is not JSON
     @drop N           (stream) send N content chunks, then cut the connection
+    @truncate N       (stream) send N content chunks, then end the body cleanly, unfinished
     @slow SECONDS     (stream) wait that long between chunks
     @nousage          leave usage out of the answer
     @leak             answer 400 with the received Authorization header in the message
@@ -128,6 +129,9 @@ class FakeOpenAI:
             for i, word in enumerate(words):
                 if command == "@drop" and i == int(arg):
                     request.transport.close()  # type: ignore[union-attr]
+                    return response
+                if command == "@truncate" and i == int(arg):
+                    await response.write_eof()
                     return response
                 if command == "@slow":
                     await asyncio.sleep(float(arg))

@@ -7,6 +7,7 @@ import logging
 
 import click
 from aiohttp import web
+from sqlalchemy import Engine
 
 from tokenmux import gateway as gateway_module
 from tokenmux.auth import records
@@ -25,7 +26,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _first_admin_key(config: Config, engine) -> None:  # type: ignore[no-untyped-def]
+def _first_admin_key(config: Config, engine: Engine) -> None:
     """Nothing is ever served anonymously: with no admin key anywhere, make one and show it."""
     if config.admin_key or records.has_admin_key(engine):
         return

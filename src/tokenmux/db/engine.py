@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
+from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -21,7 +22,7 @@ def database_url(database: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _tune_sqlite(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets the CLI read and write while a gateway holds the file; the busy timeout makes
     # writers queue for each other instead of failing.

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, Insert, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -116,6 +116,7 @@ class LedgerWriter:
         if not records:
             return
         dialect = self._engine.dialect.name
+        statement: Insert
         if dialect == "sqlite":
             statement = sqlite.insert(usage).on_conflict_do_nothing(index_elements=["id"])
         elif dialect == "postgresql":

@@ -47,7 +47,7 @@ class Catalog:
         self.created = int(time.time())
         entries: list[ModelEntry] = []
         if config.echo_model:
-            free = Price(input=0, output=0)
+            free = Price(input=0, output=0, cached_input=None)
             echo = Route(ECHO_MODEL, ECHO_PROVIDER, "echo", "echo", 180.0, free, None, None)
             entries.append(ModelEntry(ECHO_MODEL, (), (echo,)))
         for model in config.models:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from tokenmux.gateway import Gateway
@@ -16,7 +18,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     add_routes(app)
 
-    async def lifetime(_app: web.Application):  # type: ignore[no-untyped-def]
+    async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         await gateway.start()
         yield
         # Runs after in-flight requests have finished, so their ledger rows are flushed too.

@@ -9,6 +9,7 @@ import secrets
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmux import pipeline
@@ -87,7 +88,7 @@ async def live(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The outermost handler: every failure leaves as an OpenAI-shaped error with a request id."""
     try:
         return await handler(request)
@@ -97,9 +98,9 @@ async def errors(request: web.Request, handler: web.Handler) -> web.StreamRespon
         return error_response(_from_http(exc, request), request_id(request))
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        error = GatewayError("The gateway failed unexpectedly; the request id names it in the "
-                             "gateway's log.")
-        return error_response(error, request_id(request))
+        failure = GatewayError("The gateway failed unexpectedly; the request id names it in "
+                               "the gateway's log.")
+        return error_response(failure, request_id(request))
 
 
 def _from_http(exc: web.HTTPException, request: web.Request) -> GatewayError:

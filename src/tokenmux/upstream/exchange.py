@@ -132,7 +132,7 @@ class _Chunks:
         route, read_chunk = self._call.route, self._adapter.read_chunk
         try:
             async for events in sse_batches(self._response.content):
-                batch = []
+                batch: list[dict[str, Any]] = []
                 for data in events:
                     if data == b"[DONE]":
                         self.state.finished = True
