@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 REPLY = "Hello from the fake upstream, here to help"
 
@@ -33,7 +34,7 @@ REPLY = "Hello from the fake upstream, here to help"
 @dataclass
 class Received:
     path: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive, as HTTP headers are
     body: dict[str, Any]
 
 
@@ -82,7 +83,7 @@ class FakeOpenAI:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
-        self.received.append(Received(request.path, dict(request.headers), body))
+        self.received.append(Received(request.path, CIMultiDict(request.headers), body))
         text = _last_user_text(body)
         command, _, arg = text.partition(" ") if text.startswith("@") else ("", "", "")
         if command == "@stall":
@@ -90,6 +91,9 @@ class FakeOpenAI:
         elif command == "@fail":
             status = int(arg)
             headers = {"Retry-After": "7"} if status == 429 else {}
+            if status == 408:  # as the gateway answers a spent deadline
+                headers = {"X-Timeout-Attempts": "3", "X-Timeout-Elapsed-Ms": "20012",
+                           "x-should-retry": "false"}
             return web.json_response(
                 {"error": {"message": f"fake failure {status}", "type": "server_error",
                            "param": "messages" if status == 400 else None, "code": "fake_code"}},
