@@ -35,6 +35,10 @@ def client(gateway):
 
 
 def test_public_names_are_exported():
+    import tokenmux.sdk
+
+    # The package's lazy names and the SDK's own list must never drift apart.
+    assert set(tokenmux.__all__) - {"__version__"} == set(tokenmux.sdk.__all__)
     for name in tokenmux.__all__:
         assert getattr(tokenmux, name) is not None
 
