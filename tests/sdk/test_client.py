@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import tokenmux
 from tests.conftest import ADMIN_KEY, wait_until
 from tests.fakes.openai_upstream import REPLY
 from tokenmux import (

@@ -18,8 +18,7 @@ class UsageRow:
     key_name: str | None
     end_user: str | None
     requested_model: str | None
-    route: Route | None  # the channel of the last attempt
-    attempts: int
+    route: Route | None
     stream: bool
     status: int
     error_code: str | None
@@ -46,7 +45,6 @@ class UsageRow:
             "model": route.model if route else None,
             "provider": route.provider if route else None,
             "upstream_model": route.upstream_model if route else None,
-            "attempts": self.attempts,
             "stream": self.stream,
             "status": self.status,
             "error_code": self.error_code,
