@@ -9,6 +9,7 @@ import time
 import pytest
 
 import tokenmux
+import tokenmux.sdk
 from tests.conftest import ADMIN_KEY, wait_until
 from tests.fakes.openai_upstream import REPLY
 from tokenmux import (
@@ -35,8 +36,6 @@ def client(gateway):
 
 
 def test_public_names_are_exported():
-    import tokenmux.sdk
-
     # The package's lazy names and the SDK's own list must never drift apart.
     assert set(tokenmux.__all__) - {"__version__"} == set(tokenmux.sdk.__all__)
     for name in tokenmux.__all__:
