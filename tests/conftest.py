@@ -64,7 +64,7 @@ class Gateway:
         if self.config is not None:
             self.config.write_text(config_text or "")
         self.cwd = cwd or directory
-        self.env = {**os.environ, "FAKE_UPSTREAM_KEY": UPSTREAM_KEY, "TOKENMUX_LOG_LEVEL": "INFO"}
+        self.env = {**os.environ, "FAKE_UPSTREAM_KEY": UPSTREAM_KEY}
         for name in ("TOKENMUX_CONFIG", "TOKENMUX_ADMIN_KEY", "OPENAI_API_KEY",
                      "DEEPSEEK_API_KEY", "XAI_API_KEY"):
             self.env.pop(name, None)

@@ -22,7 +22,7 @@ from tokenmux.errors import GatewayError, UpstreamFailed
 from tokenmux.gateway import Gateway
 from tokenmux.ledger import UsageRow
 from tokenmux.limits import Reservation
-from tokenmux.providers.base import Call, Usage, counted_usage
+from tokenmux.providers.base import Call, Provider, StreamState, Usage, counted_usage
 from tokenmux.routing import Route
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
@@ -91,7 +91,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> dict[
         gw.ledger.record(_row(inbound, principal, request, route, outcome, usage))
 
 
-async def _relay(provider: Any, call: Call, sink: SseSink, started: float,
+async def _relay(provider: Provider, call: Call, sink: SseSink, started: float,
                  outcome: _Outcome) -> None:
     async with provider.stream(call) as chunks:
         # Nothing has gone to the client until the first chunk is in hand, so any failure
@@ -135,7 +135,7 @@ async def _first_batch(batches: AsyncIterator[list[dict[str, Any]]],
         f"The upstream {call.route.provider!r} ended the stream without any chunk.")
 
 
-def _stream_usage(state: Any, call: Call) -> Usage:
+def _stream_usage(state: StreamState, call: Call) -> Usage:
     if state.usage is not None and state.finished:
         return state.usage
     # Cut short, or the upstream never said: bill what was produced, counted by us.

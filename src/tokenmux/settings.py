@@ -19,12 +19,10 @@ def env() -> Mapping[str, str]:
 class Settings:
     config_path: str | None
     admin_key: str | None
-    log_level: str
 
 
 def load() -> Settings:
     return Settings(
         config_path=os.environ.get("TOKENMUX_CONFIG") or None,
         admin_key=os.environ.get("TOKENMUX_ADMIN_KEY") or None,
-        log_level=os.environ.get("TOKENMUX_LOG_LEVEL", "INFO"),
     )
