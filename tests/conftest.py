@@ -50,6 +50,17 @@ def config_for(directory: Path, upstream: FakeOpenAI, extra: str = "") -> str:
             channels: [{{provider: fake-quick, model: upstream-quick}}]
           - name: dead-model
             channels: [{{provider: dead, model: nothing}}]
+          - name: failover-model
+            channels:
+              - {{provider: dead, model: nothing, priority: 0}}
+              - {{provider: fake, model: upstream-b, priority: 1}}
+          - name: weighted-model
+            channels:
+              - {{provider: fake, model: heavy, weight: 9}}
+              - {{provider: fake, model: light, weight: 1}}
+          - name: primary-down
+            channels: [{{provider: dead, model: nothing}}]
+            fallbacks: [fake-model]
         """) + extra
 
 

@@ -186,11 +186,15 @@ def test_upstream_client_error_passes_through(gateway):
     assert error["message"] == "fake failure 400"
 
 
-def test_upstream_rate_limit_forwards_retry_after(gateway):
+def test_upstream_rate_limit_forwards_retry_after(gateway, upstream):
+    before = len(upstream.received)
+    # A 7 s wait does not fit in a 5 s deadline: the caller hears at once, with the upstream's
+    # Retry-After, instead of waiting for nothing.
     response = gateway.post({"model": "fake-model", "messages": [
-        {"role": "user", "content": "@fail 429"}]})
+        {"role": "user", "content": "@fail 429"}]}, headers={"X-Timeout": "5000"})
     assert_error(response, 429, code="fake_code")
     assert response.headers["retry-after"] == "7"
+    assert len(upstream.received) == before + 1
 
 
 def test_upstream_refusing_the_gateways_key_is_a_final_502(gateway):

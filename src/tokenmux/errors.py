@@ -9,6 +9,7 @@
     ├── MethodNotAllowed              405 invalid_request_error / method_not_allowed
     ├── RateLimited                   429 requests|tokens / rate_limit_exceeded (+ Retry-After)
     ├── UpstreamRejected              the upstream's own 4xx, passed on (the client's mistake)
+    ├── DeadlineExceeded              408 timeout / request_timeout (+ X-Timeout-* headers)
     ├── UpstreamFailed                502 upstream_error / bad_gateway
     └── UpstreamTimeout               504 timeout / upstream_timeout
 
@@ -99,6 +100,30 @@ class RateLimited(GatewayError):
             "Retry-After": str(max(1, math.ceil(self.retry_after))),
             "retry-after-ms": str(max(1, math.ceil(self.retry_after * 1000))),
         }
+
+
+class DeadlineExceeded(GatewayError):
+    """The caller's whole-request deadline (`X-Timeout`) ran out."""
+
+    status = 408
+    type = "timeout"
+    code = "request_timeout"
+
+    def __init__(self, budget_ms: int, attempts: int, elapsed_ms: int):
+        super().__init__(
+            f"Total request timeout ({budget_ms}ms) exceeded after {attempts} channel attempts. "
+            "Set X-Timeout header to adjust.")
+        self.attempts = attempts
+        self.elapsed_ms = elapsed_ms
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        # The documented body has no `param`; clients match it exactly.
+        return {"error": {"message": self.message, "type": self.type, "code": self.code}}
+
+    def headers(self) -> dict[str, str]:
+        # The SDKs retry a 408 by default, which would triple the caller's wait.
+        return {"X-Timeout-Attempts": str(self.attempts),
+                "X-Timeout-Elapsed-Ms": str(self.elapsed_ms), "x-should-retry": "false"}
 
 
 class UpstreamRejected(GatewayError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ class Gateway:
     providers: Mapping[str, Provider]
     ledger: LedgerWriter
     engine: Engine
+    rng: random.Random = field(default_factory=random.Random)
     _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 

@@ -1,7 +1,7 @@
 """The order of the stages one chat completion goes through, and nothing else.
 
-    authenticate → validate → resolve the model → reserve limits → call the provider
-    → answer (JSON, or SSE chunk by chunk) → settle limits → ledger row
+    authenticate → validate → plan the channels → reserve limits → attempt the channels in
+    turn within the deadline → answer (JSON, or SSE chunk by chunk) → settle limits → ledger row
 
 Every stage is a plain call with a typed value; the HTTP edge (server/) hands in the request's
 bytes and headers and an SSE sink, and renders whatever `GatewayError` comes out.
@@ -12,20 +12,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tokenmux import tokens
 from tokenmux.api.chat import ChatRequest, parse_chat
 from tokenmux.auth import Principal
-from tokenmux.errors import GatewayError, UpstreamFailed
+from tokenmux.config.schema import Routing
+from tokenmux.errors import GatewayError, InvalidRequest, UpstreamFailed
 from tokenmux.gateway import Gateway
 from tokenmux.ledger import UsageRow
 from tokenmux.limits import Reservation
-from tokenmux.providers.base import Call, Provider, StreamState, Usage, counted_usage
+from tokenmux.providers.base import Call, ChunkStream, Provider, StreamState, Usage, counted_usage
 from tokenmux.routing import Route
+from tokenmux.routing.plan import plan
+from tokenmux.routing.retry import Attempts, Deadline, attempt_in_turn
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
+MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 5_000, 300_000
 
 
 @dataclass(slots=True)
@@ -34,12 +39,19 @@ class Inbound:
     authorization: str | None
     api_key: str | None
     end_user: str | None
+    timeout: str | None  # the X-Timeout header, milliseconds for the whole request
     request_id: str
     started: float  # time.perf_counter() when the request arrived
 
 
+@dataclass(slots=True)
+class Answer:
+    body: dict[str, Any] | None  # None: the answer went out as a stream
+    headers: dict[str, str]
+
+
 class SseSink(Protocol):
-    async def open(self) -> None: ...
+    async def open(self, headers: dict[str, str]) -> None: ...
 
     async def send(self, chunks: list[dict[str, Any]]) -> None: ...
 
@@ -52,32 +64,52 @@ class SseSink(Protocol):
 class _Outcome:
     """What the ledger needs to know, filled in as the request goes."""
 
+    attempts: Attempts = field(default_factory=Attempts)
     status: int = 200
     error_code: str | None = None
     usage: Usage | None = None
     ttft: float | None = None
 
 
-async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> dict[str, Any] | None:
-    """Returns the completion body, or None when the answer went out as a stream."""
+@dataclass(slots=True)
+class _OpenStream:
+    """A stream whose first chunks are in hand; closing `stack` closes the upstream."""
+
+    stack: AsyncExitStack
+    chunks: ChunkStream
+    batches: AsyncIterator[list[dict[str, Any]]]
+    first: list[dict[str, Any]]
+
+
+async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answer:
     principal = await gw.keys.authenticate(inbound.authorization, inbound.api_key)
     outcome = _Outcome()
     request: ChatRequest | None = None
-    route: Route | None = None
     reservation: Reservation | None = None
     try:
         request = parse_chat(inbound.body)
-        route = gw.catalog.resolve(request.model).routes[0]
+        deadline = Deadline(_budget(inbound.timeout, gw.config.routing), inbound.started)
+        routes = plan(gw.catalog, gw.catalog.resolve(request.model), request.models, gw.rng)
         estimate = tokens.estimate_prompt(len(inbound.body)) + (request.max_output or 0)
         reservation = gw.limiter.reserve(principal, estimate)
-        call = Call(request, route, inbound.request_id)
-        provider = gw.providers[route.provider]
+        chat = request
+
+        def call(route: Route) -> Call:
+            return Call(chat, route, inbound.request_id)
+
         if not request.stream:
-            completion = await provider.complete(call)
+            completion = await attempt_in_turn(
+                routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
+                lambda route: gw.providers[route.provider].complete(call(route)))
             outcome.usage = completion.usage
-            return completion.body
-        await _relay(provider, call, sink, inbound.started, outcome)
-        return None
+            return Answer(completion.body, _served_by(outcome.attempts))
+        opened = await attempt_in_turn(
+            routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
+            lambda route: _open(gw.providers[route.provider], call(route)))
+        outcome.ttft = time.perf_counter() - inbound.started
+        assert outcome.attempts.route is not None
+        await _relay(opened, call(outcome.attempts.route), sink, outcome)
+        return Answer(None, {})
     except GatewayError as error:
         outcome.status, outcome.error_code = error.status, error.code
         raise
@@ -88,24 +120,56 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> dict[
         usage = outcome.usage or Usage(source="none")
         if reservation is not None:
             reservation.settle(usage.prompt_tokens + usage.completion_tokens)
-        gw.ledger.record(_row(inbound, principal, request, route, outcome, usage))
+        gw.ledger.record(_row(inbound, principal, request, outcome, usage))
 
 
-async def _relay(provider: Provider, call: Call, sink: SseSink, started: float,
-                 outcome: _Outcome) -> None:
-    async with provider.stream(call) as chunks:
-        # Nothing has gone to the client until the first chunk is in hand, so any failure
-        # before it is still an ordinary HTTP error.
+def _budget(header: str | None, policy: Routing) -> int:
+    if header is None:
+        return policy.default_timeout_ms
+    try:
+        budget = int(header)
+    except ValueError:
+        budget = -1
+    if not MIN_TIMEOUT_MS <= budget <= MAX_TIMEOUT_MS:
+        raise InvalidRequest(
+            f"X-Timeout must be a whole number of milliseconds from {MIN_TIMEOUT_MS} to "
+            f"{MAX_TIMEOUT_MS}; got {header!r}.", code="invalid_timeout")
+    return budget
+
+
+def _served_by(attempts: Attempts) -> dict[str, str]:
+    assert attempts.route is not None
+    return {"X-TokenMux-Channel": attempts.route.channel,
+            "X-TokenMux-Attempts": str(attempts.count)}
+
+
+async def _open(provider: Provider, call: Call) -> _OpenStream:
+    """One stream attempt: it counts as answered once the first chunk is in hand, so that any
+    failure before it can still fail over to another channel, unseen by the client."""
+    stack = AsyncExitStack()
+    try:
+        chunks = await stack.enter_async_context(provider.stream(call))
         batches = aiter(chunks)
-        first = await _first_batch(batches, call)
-        outcome.ttft = time.perf_counter() - started
+        async for batch in batches:
+            if batch:
+                return _OpenStream(stack, chunks, batches, batch)
+        raise UpstreamFailed(
+            f"The upstream {call.route.provider!r} ended the stream without any chunk.")
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outcome) -> None:
+    async with opened.stack:
+        first, state = opened.first, opened.chunks.state
         try:
-            await sink.open()
+            await sink.open(_served_by(outcome.attempts))
             await sink.send(first)
-            async for batch in batches:
+            async for batch in opened.batches:
                 if batch:
                     await sink.send(batch)
-            outcome.usage = _stream_usage(chunks.state, call)
+            outcome.usage = _stream_usage(state, call)
             tail: list[dict[str, Any]] = []
             if call.request.include_usage:
                 tail.append({
@@ -123,16 +187,7 @@ async def _relay(provider: Provider, call: Call, sink: SseSink, started: float,
             outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
         finally:
             if outcome.usage is None:
-                outcome.usage = _stream_usage(chunks.state, call)
-
-
-async def _first_batch(batches: AsyncIterator[list[dict[str, Any]]],
-                       call: Call) -> list[dict[str, Any]]:
-    async for batch in batches:
-        if batch:
-            return batch
-    raise UpstreamFailed(
-        f"The upstream {call.route.provider!r} ended the stream without any chunk.")
+                outcome.usage = _stream_usage(state, call)
 
 
 def _stream_usage(state: StreamState, call: Call) -> Usage:
@@ -146,7 +201,7 @@ def _stream_usage(state: StreamState, call: Call) -> Usage:
 
 
 def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
-         route: Route | None, outcome: _Outcome, usage: Usage) -> UsageRow:
+         outcome: _Outcome, usage: Usage) -> UsageRow:
     now = time.perf_counter()
     return UsageRow(
         request_id=inbound.request_id,
@@ -154,7 +209,8 @@ def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
         key_name=principal.name,
         end_user=(request.user if request else None) or inbound.end_user,
         requested_model=request.model if request else None,
-        route=route,
+        route=outcome.attempts.route,
+        attempts=outcome.attempts.count,
         stream=bool(request and request.stream),
         status=outcome.status,
         error_code=outcome.error_code,

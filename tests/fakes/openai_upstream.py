@@ -2,7 +2,8 @@
 
 It answers like OpenAI unless the last user message starts with a command:
 
-    @fail STATUS      answer STATUS with an OpenAI error body (429 also sends Retry-After: 7)
+    @fail STATUS [S]  answer STATUS with an OpenAI error body (429 also sends Retry-After: S,
+                      7 by default)
     @stall SECONDS    wait that long before answering
     @hangup           close the connection without answering
     @garbage          answer 200 with a body that is not JSON
@@ -36,6 +37,7 @@ class Received:
     path: str
     headers: CIMultiDict[str]  # case-insensitive, as HTTP headers are
     body: dict[str, Any]
+    at: float  # time.monotonic() on arrival
 
 
 @dataclass
@@ -56,7 +58,10 @@ class FakeOpenAI:
         async def boot() -> None:
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._handle)
-            self._runner = web.AppRunner(app, access_log=None)
+            # Handlers of requests whose client left are cancelled, as a real server's are, and
+            # a stop does not wait on stalls that nobody is listening to any more.
+            self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                                         shutdown_timeout=1)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
             await site.start()
@@ -83,14 +88,16 @@ class FakeOpenAI:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
-        self.received.append(Received(request.path, CIMultiDict(request.headers), body))
+        self.received.append(Received(request.path, CIMultiDict(request.headers), body,
+                                      time.monotonic()))
         text = _last_user_text(body)
         command, _, arg = text.partition(" ") if text.startswith("@") else ("", "", "")
         if command == "@stall":
             await asyncio.sleep(float(arg))
         elif command == "@fail":
-            status = int(arg)
-            headers = {"Retry-After": "7"} if status == 429 else {}
+            status_text, _, wait = arg.partition(" ")
+            status = int(status_text)
+            headers = {"Retry-After": wait or "7"} if status == 429 else {}
             if status == 408:  # as the gateway answers a spent deadline
                 headers = {"X-Timeout-Attempts": "3", "X-Timeout-Elapsed-Ms": "20012",
                            "x-should-retry": "false"}

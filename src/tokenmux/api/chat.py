@@ -35,6 +35,7 @@ class ChatRequest:
     include_usage: bool  # what the client asked for; the upstream is always asked for usage
     max_output: int | None
     user: str | None
+    models: list[str]  # the request's own fallback models, taken out of the body
 
 
 def parse_chat(raw: bytes) -> ChatRequest:
@@ -79,8 +80,12 @@ def parse_chat(raw: bytes) -> ChatRequest:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest("'user' must be a string.", param="user")
+    models = body.pop("models", None) or []
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise InvalidRequest("'models' must be an array of model names.", param="models")
     return ChatRequest(body, model, bool(stream), include_usage,
-                       max_completion if max_completion is not None else max_tokens, user)
+                       max_completion if max_completion is not None else max_tokens, user,
+                       [m for m in models if m != model])
 
 
 def _check_range(body: dict[str, Any], name: str, low: float, high: float) -> None:

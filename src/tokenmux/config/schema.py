@@ -36,6 +36,8 @@ class Channel(Strict):
     provider: str
     model: str
     timeout: float | None = Field(None, gt=0, description="overrides the provider's timeout")
+    priority: int = Field(0, description="lower is tried first")
+    weight: float = Field(1.0, gt=0, description="share among channels of equal priority")
 
 
 class Model(Strict):
@@ -43,6 +45,15 @@ class Model(Strict):
     aliases: list[str] = Field(default_factory=list)
     channels: list[Channel] = Field(min_length=1)
     price: Price | None = None
+    # Models tried in order once this model's own channels are exhausted.
+    fallbacks: list[str] = Field(default_factory=list)
+
+
+class Routing(Strict):
+    max_attempts: int = Field(3, ge=1, le=20, description="attempts per request, all models")
+    backoff_initial_ms: int = Field(100, ge=0)
+    backoff_max_ms: int = Field(2000, ge=0)
+    default_timeout_ms: int = Field(60_000, ge=5_000, le=300_000)
 
 
 class Server(Strict):
@@ -65,6 +76,7 @@ class Config(Strict):
     log_level: str = "INFO"
     server: Server = Field(default_factory=Server)
     ledger: Ledger = Field(default_factory=Ledger)
+    routing: Routing = Field(default_factory=Routing)
     providers: dict[str, Provider] = Field(default_factory=dict)
     models: list[Model] = Field(default_factory=list)
 
@@ -78,6 +90,10 @@ class Config(Strict):
                 if name in seen:
                     raise ValueError(f"models[{i}]: name {name!r} is already used by {seen[name]}")
                 seen[name] = f"models[{i}]"
+        for i, model in enumerate(self.models):
+            for j, fallback in enumerate(model.fallbacks):
+                if fallback not in seen:
+                    raise ValueError(f"models[{i}].fallbacks[{j}]: unknown model {fallback!r}")
             for j, channel in enumerate(model.channels):
                 if channel.provider not in self.providers:
                     known = ", ".join(sorted(self.providers)) or "none configured"

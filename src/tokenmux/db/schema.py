@@ -47,6 +47,7 @@ usage = Table(
     Column("model", String(256)),
     Column("provider", String(128)),
     Column("upstream_model", String(256)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
     Column("stream", Boolean, nullable=False),
     Column("status", Integer, nullable=False),
     Column("error_code", String(64)),

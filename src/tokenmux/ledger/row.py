@@ -18,7 +18,8 @@ class UsageRow:
     key_name: str | None
     end_user: str | None
     requested_model: str | None
-    route: Route | None
+    route: Route | None  # the channel of the last attempt
+    attempts: int
     stream: bool
     status: int
     error_code: str | None
@@ -45,6 +46,7 @@ class UsageRow:
             "model": route.model if route else None,
             "provider": route.provider if route else None,
             "upstream_model": route.upstream_model if route else None,
+            "attempts": self.attempts,
             "stream": self.stream,
             "status": self.status,
             "error_code": self.error_code,

@@ -24,6 +24,13 @@ class Route:
     price: Price | None  # the config's own price, which wins over the price library
     price_provider: str | None  # the price library's provider id, when the config names one
     base_url: str | None  # otherwise the library recognises the provider by its address
+    priority: int = 0
+    weight: float = 1.0
+
+    @property
+    def channel(self) -> str:
+        """How responses and logs name the channel: provider/upstream-model."""
+        return f"{self.provider}/{self.upstream_model}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +38,7 @@ class ModelEntry:
     name: str
     aliases: tuple[str, ...]
     routes: tuple[Route, ...]
+    fallbacks: tuple[str, ...] = ()
 
     def as_openai(self, created: int) -> dict[str, Any]:
         return {
@@ -57,15 +65,16 @@ class Catalog:
                 routes.append(Route(
                     model.name, channel.provider, provider.kind, channel.model,
                     channel.timeout or provider.timeout, model.price, provider.price_provider,
-                    provider.base_url,
+                    provider.base_url, channel.priority, channel.weight,
                 ))
-            entries.append(ModelEntry(model.name, tuple(model.aliases), tuple(routes)))
+            entries.append(ModelEntry(model.name, tuple(model.aliases), tuple(routes),
+                                      tuple(model.fallbacks)))
         self.entries = entries
         self._by_name = {name: e for e in entries for name in (e.name, *e.aliases)}
 
-    def resolve(self, name: str) -> ModelEntry:
+    def resolve(self, name: str, param: str = "model") -> ModelEntry:
         entry = self._by_name.get(name)
         if entry is None:
             raise ModelNotFound(f"The model '{name}' does not exist or you do not have access "
-                                "to it.", param="model")
+                                "to it.", param=param)
         return entry

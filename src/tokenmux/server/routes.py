@@ -45,12 +45,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await request.read()  # over the size limit: HTTPRequestEntityTooLarge, see below
     headers = request.headers
     inbound = pipeline.Inbound(body, headers.get("Authorization"), headers.get("x-api-key"),
-                               headers.get("X-User"), rid, started)
+                               headers.get("X-User"), headers.get("X-Timeout"), rid, started)
     sink = SseWriter(request, rid)
-    result = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
-    if result is None:
+    answer = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
+    if answer.body is None:
         return sink.response
-    return json_response(result, rid)
+    return json_response(answer.body, rid, headers=answer.headers)
 
 
 async def _authenticate(request: web.Request) -> None:

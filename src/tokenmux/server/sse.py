@@ -24,7 +24,8 @@ class SseWriter:
             "X-Request-Id": request_id,
         })
 
-    async def open(self) -> None:
+    async def open(self, headers: dict[str, str]) -> None:
+        self.response.headers.update(headers)
         await self.response.prepare(self._request)
 
     async def send(self, chunks: list[dict[str, Any]]) -> None:
