@@ -18,9 +18,9 @@ from tokenmux.config import Config
 from tokenmux.db import connect
 from tokenmux.ledger import LedgerWriter
 from tokenmux.limits import MemoryLimiter
+from tokenmux.providers import adapter_for
 from tokenmux.providers.base import Provider
 from tokenmux.providers.echo import EchoProvider
-from tokenmux.providers.openai import OpenAIAdapter
 from tokenmux.routing import Catalog
 from tokenmux.routing.catalog import ECHO_PROVIDER
 from tokenmux.upstream import HttpProvider, new_session
@@ -93,6 +93,6 @@ def build(config: Config, *, engine: Engine | None = None) -> Gateway:
     )
     providers: dict[str, Provider] = {ECHO_PROVIDER: EchoProvider()}
     for name, provider in config.providers.items():
-        providers[name] = HttpProvider(gateway.session, OpenAIAdapter(provider))
+        providers[name] = HttpProvider(gateway.session, adapter_for(provider))
     gateway.providers = providers
     return gateway

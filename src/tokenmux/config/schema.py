@@ -14,14 +14,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Where each provider kind lives when the config names no base_url.
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+}
+
+
 class Provider(Strict):
     kind: Literal["openai"]
-    base_url: str = "https://api.openai.com/v1"
+    base_url: str = ""  # empty: the kind's default
     api_key: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: float = Field(180.0, gt=0, description="seconds one upstream attempt may take")
     # Which price table to read (a genai-prices provider id); guessed from base_url when absent.
     price_provider: str | None = None
+
+    @model_validator(mode="after")
+    def _default_base_url(self) -> Provider:
+        if not self.base_url:
+            object.__setattr__(self, "base_url", DEFAULT_BASE_URLS[self.kind])
+        return self
 
 
 class Price(Strict):

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from tokenmux import tokens
 from tokenmux.api.chat import ChatRequest
+from tokenmux.errors import GatewayError
 from tokenmux.routing.catalog import Route
 
 
@@ -85,3 +86,16 @@ class Provider(Protocol):
         OpenAI `chat.completion.chunk` dicts without usage; the final usage, when the provider
         reports it, lands in `state.usage`."""
         ...
+
+
+class Adapter(Protocol):
+    """A provider kind's translation, pure and without I/O; `upstream.HttpProvider` drives it."""
+
+    def build_request(self, call: Call) -> UpstreamRequest: ...
+
+    def read_completion(self, raw: bytes, route: Route) -> tuple[dict[str, Any], Usage | None]: ...
+
+    def read_chunk(self, data: bytes, call: Call, state: StreamState) -> dict[str, Any] | None: ...
+
+    def read_error(self, status: int, raw: bytes, route: Route,
+                   retry_after: str | None) -> GatewayError: ...

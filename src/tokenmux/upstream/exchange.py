@@ -9,34 +9,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
 from tokenmux.errors import GatewayError, UpstreamFailed, UpstreamTimeout
 from tokenmux.providers.base import (
+    Adapter,
     Call,
     Completion,
     StreamState,
-    UpstreamRequest,
-    Usage,
     counted_usage,
 )
 from tokenmux.routing.catalog import Route
 from tokenmux.tokens import message_text
 from tokenmux.upstream.sse import sse_batches
-
-
-class Adapter(Protocol):
-    def build_request(self, call: Call) -> UpstreamRequest: ...
-
-    def read_completion(self, raw: bytes, route: Route) -> tuple[dict[str, Any], Usage | None]: ...
-
-    def read_chunk(self, data: bytes, call: Call, state: StreamState) -> dict[str, Any] | None: ...
-
-    def read_error(self, status: int, raw: bytes, route: Route,
-                   retry_after: str | None) -> GatewayError: ...
-
 
 _REASONS = (
     (aiohttp.ClientConnectorError, "could not be reached"),
