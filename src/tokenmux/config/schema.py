@@ -17,11 +17,13 @@ class Strict(BaseModel):
 # Where each provider kind lives when the config names no base_url.
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
 }
 
 
 class Provider(Strict):
-    kind: Literal["openai"]
+    kind: Literal["openai", "anthropic", "gemini"]
     base_url: str = ""  # empty: the kind's default
     api_key: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
