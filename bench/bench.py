@@ -256,6 +256,9 @@ class Run:
     non_2xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
     gateway_cpu_percent: float | None = None
+    # The gateway's CPU time per request served: unlike req/s, it barely moves when other work
+    # shares the machine, so it is the figure to compare before and after a change.
+    gateway_cpu_us_per_request: float | None = None
 
     @property
     def errors(self) -> int:
@@ -334,13 +337,15 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 def table(runs: list[Run], summary: dict) -> str:
     lines = [
-        "| kind | path | load | req/s | p50 ms | p90 ms | p99 ms | gateway CPU | errors |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| kind | path | load | req/s | p50 ms | p90 ms | p99 ms | gateway CPU | CPU µs/req "
+        "| errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         cpu = "" if r.gateway_cpu_percent is None else f"{r.gateway_cpu_percent:.0f}%"
         lines.append(f"| {r.kind} | {r.path} | {r.load} | {fmt(r.rps, 0)} | {fmt(r.p50_ms, 3)} "
-                     f"| {fmt(r.p90_ms, 3)} | {fmt(r.p99_ms, 3)} | {cpu} | {r.errors} |")
+                     f"| {fmt(r.p90_ms, 3)} | {fmt(r.p99_ms, 3)} | {cpu} "
+                     f"| {fmt(r.gateway_cpu_us_per_request, 0)} | {r.errors} |")
     lines += [
         "",
         "| target | json | stream |",
@@ -444,11 +449,15 @@ def measure(args: argparse.Namespace, tmp: Path, gateway: Service) -> list[Run]:
                 if path == "gateway":
                     used = cpu_seconds(gateway.process.pid) - cpu_before
                     run.gateway_cpu_percent = 100 * used / (time.monotonic() - wall_before)
+                    if run.requests:
+                        run.gateway_cpu_us_per_request = 1e6 * used / run.requests
                 if not gateway.alive():
                     raise BenchError(f"the gateway died during {kind} {path} {load}:\n"
                                      f"{gateway.log_tail()}")
                 print(f"  {kind:6} {path:7} {load:3}  {run.rps:10,.0f} req/s  "
-                      f"p50 {fmt(run.p50_ms, 3)} ms  errors {run.errors}", flush=True)
+                      f"p50 {fmt(run.p50_ms, 3)} ms  "
+                      f"cpu {fmt(run.gateway_cpu_us_per_request, 0)} us/req  "
+                      f"errors {run.errors}", flush=True)
                 runs.append(run)
     return runs
 

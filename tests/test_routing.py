@@ -15,6 +15,7 @@ from tests.fakes.openai_upstream import REPLY
 from tokenmux.config.schema import Config
 from tokenmux.routing import Catalog
 from tokenmux.routing.plan import plan
+from tokenmux.routing.tiers import Tier
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 
@@ -152,6 +153,6 @@ def test_plan_orders_by_priority_then_weight_then_fallbacks():
             {"name": "b", "channels": [{"provider": "p", "model": "other"}]},
         ]})
     catalog = Catalog(config)
-    order = plan(catalog, catalog.resolve("a"), [], random.Random(1))
+    order = plan(catalog, catalog.resolve("a"), [], Tier.MEDIUM, random.Random(1))
     assert [r.upstream_model for r in order] == ["early", "late", "other"]
     assert [r.model for r in order] == ["a", "a", "b"]

@@ -28,6 +28,7 @@ from tokenmux.providers.base import Call, ChunkStream, Provider, StreamState, Us
 from tokenmux.routing import Route
 from tokenmux.routing.plan import plan
 from tokenmux.routing.retry import Attempts, Deadline, attempt_in_turn
+from tokenmux.routing.tiers import requested_tier
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 5_000, 300_000
@@ -40,6 +41,7 @@ class Inbound:
     api_key: str | None
     end_user: str | None
     timeout: str | None  # the X-Timeout header, milliseconds for the whole request
+    tier: str | None  # the X-Tier header
     request_id: str
     started: float  # time.perf_counter() when the request arrived
 
@@ -89,7 +91,10 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
     try:
         request = parse_chat(inbound.body)
         deadline = Deadline(_budget(inbound.timeout, gw.config.routing), inbound.started)
-        routes = plan(gw.catalog, gw.catalog.resolve(request.model), request.models, gw.rng)
+        tier = outcome.attempts.tier = requested_tier(inbound.tier, principal.tier,
+                                                      principal.max_tier)
+        routes = plan(gw.catalog, gw.catalog.resolve(request.model), request.models, tier,
+                      gw.rng)
         estimate = tokens.estimate_prompt(len(inbound.body)) + (request.max_output or 0)
         reservation = gw.limiter.reserve(principal, estimate)
         chat = request
@@ -105,7 +110,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
             return Answer(completion.body, _served_by(outcome.attempts))
         opened = await attempt_in_turn(
             routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
-            lambda route: _open(gw.providers[route.provider], call(route)))
+            lambda route: _open(gw.providers[route.provider], call(route)), _close)
         outcome.ttft = time.perf_counter() - inbound.started
         assert outcome.attempts.route is not None
         await _relay(opened, call(outcome.attempts.route), sink, outcome)
@@ -117,6 +122,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
         raise
     finally:
+        outcome.attempts.release()
         usage = outcome.usage or Usage(source="none")
         if reservation is not None:
             reservation.settle(usage.prompt_tokens + usage.completion_tokens)
@@ -140,7 +146,12 @@ def _budget(header: str | None, policy: Routing) -> int:
 def _served_by(attempts: Attempts) -> dict[str, str]:
     assert attempts.route is not None
     return {"X-TokenMux-Channel": attempts.route.channel,
-            "X-TokenMux-Attempts": str(attempts.count)}
+            "X-TokenMux-Attempts": str(attempts.count),
+            "X-TokenMux-Tier": attempts.tier.label}
+
+
+async def _close(opened: _OpenStream) -> None:
+    await opened.stack.aclose()
 
 
 async def _open(provider: Provider, call: Call) -> _OpenStream:
@@ -181,6 +192,7 @@ async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outco
         except GatewayError as error:
             # Headers are gone: the only honest way left to fail is an error event.
             outcome.status, outcome.error_code = error.status, error.code
+            call.route.health.failed()
             await sink.fail(error)
         except ConnectionError:
             # The client hung up between two writes; the upstream is closed on the way out.
@@ -211,6 +223,8 @@ def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
         requested_model=request.model if request else None,
         route=outcome.attempts.route,
         attempts=outcome.attempts.count,
+        tier=outcome.attempts.tier.label,
+        queue_ms=outcome.attempts.queue_seconds * 1000,
         stream=bool(request and request.stream),
         status=outcome.status,
         error_code=outcome.error_code,

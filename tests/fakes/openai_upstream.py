@@ -13,6 +13,9 @@ It answers like OpenAI unless the last user message starts with a command:
     @nousage          leave usage out of the answer
     @leak             answer 400 with the received Authorization header in the message
 
+`standing` gives an upstream model a command of its own, obeyed by every request for that model
+that carries none, until the test changes it: a channel that keeps failing, or recovers.
+
 Every request is recorded (path, headers, JSON body), and so is every stream the client
 abandoned, so tests can assert what went upstream and what the gateway did to it.
 """
@@ -45,7 +48,9 @@ class FakeOpenAI:
     host: str = "127.0.0.1"
     port: int = 0
     received: list[Received] = field(default_factory=list)
-    abandoned: list[str] = field(default_factory=list)  # the `user` of streams cut by the client
+    # The `user` of requests whose client left: streams cut short, stalls never waited out.
+    abandoned: list[str] = field(default_factory=list)
+    standing: dict[str, str] = field(default_factory=dict)  # upstream model → command
 
     @property
     def base_url(self) -> str:
@@ -91,9 +96,15 @@ class FakeOpenAI:
         self.received.append(Received(request.path, CIMultiDict(request.headers), body,
                                       time.monotonic()))
         text = _last_user_text(body)
+        if not text.startswith("@"):
+            text = self.standing.get(body.get("model", ""), "")
         command, _, arg = text.partition(" ") if text.startswith("@") else ("", "", "")
         if command == "@stall":
-            await asyncio.sleep(float(arg))
+            try:
+                await asyncio.sleep(float(arg))
+            except asyncio.CancelledError:
+                self.abandoned.append(str(body.get("user")))
+                raise
         elif command == "@fail":
             status_text, _, wait = arg.partition(" ")
             status = int(status_text)

@@ -6,6 +6,8 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from tokenmux.routing.tiers import Tier
+
 SECRET_PREFIX = "tm-"
 
 
@@ -18,6 +20,8 @@ class Principal:
     is_admin: bool = False
     rpm: int | None = None
     tpm: int | None = None
+    tier: Tier = Tier.MEDIUM
+    max_tier: Tier | None = None
 
 
 def new_secret() -> str:

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, func, select, update
 
 from tokenmux.auth.keys import Principal, display_prefix, hash_key, new_key_id, new_secret
 from tokenmux.db.schema import api_keys
+from tokenmux.routing.tiers import Tier, tier_named
 
 
 @dataclass(frozen=True)
@@ -19,20 +20,25 @@ class KeyRecord:
     is_admin: bool
     rpm: int | None
     tpm: int | None
+    tier: str | None
+    max_tier: str | None
     created_at: datetime
     revoked_at: datetime | None
 
 
 def create_key(engine: Engine, name: str, *, rpm: int | None = None, tpm: int | None = None,
-               is_admin: bool = False) -> tuple[str, KeyRecord]:
+               is_admin: bool = False, tier: str | None = None,
+               max_tier: str | None = None) -> tuple[str, KeyRecord]:
     """Returns the secret, which exists nowhere else afterwards, and the stored record."""
     secret = new_secret()
     now = datetime.now(UTC)
-    record = KeyRecord(new_key_id(), name, display_prefix(secret), is_admin, rpm, tpm, now, None)
+    record = KeyRecord(new_key_id(), name, display_prefix(secret), is_admin, rpm, tpm, tier,
+                       max_tier, now, None)
     with engine.begin() as conn:
         conn.execute(api_keys.insert().values(
             id=record.id, name=name, key_hash=hash_key(secret), prefix=record.prefix,
-            is_admin=is_admin, rpm=rpm, tpm=tpm, created_at=now, updated_at=now,
+            is_admin=is_admin, rpm=rpm, tpm=tpm, tier=tier, max_tier=max_tier,
+            created_at=now, updated_at=now,
         ))
     return secret, record
 
@@ -40,12 +46,13 @@ def create_key(engine: Engine, name: str, *, rpm: int | None = None, tpm: int | 
 def list_keys(engine: Engine, *, include_revoked: bool = False) -> list[KeyRecord]:
     query = select(
         api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.is_admin, api_keys.c.rpm,
-        api_keys.c.tpm, api_keys.c.created_at, api_keys.c.revoked_at,
+        api_keys.c.tpm, api_keys.c.tier, api_keys.c.max_tier, api_keys.c.created_at,
+        api_keys.c.revoked_at,
     ).order_by(api_keys.c.created_at)
     if not include_revoked:
         query = query.where(api_keys.c.revoked_at.is_(None))
     with engine.connect() as conn:
-        return [KeyRecord(*row) for row in conn.execute(query)]
+        return [KeyRecord(**row._mapping) for row in conn.execute(query)]
 
 
 def revoke_key(engine: Engine, key_id_or_name: str) -> list[str]:
@@ -71,9 +78,15 @@ def has_admin_key(engine: Engine) -> bool:
 def live_principals(engine: Engine) -> dict[str, Principal]:
     """Every usable key, by hash: what the gateway holds in memory."""
     query = select(api_keys.c.key_hash, api_keys.c.id, api_keys.c.name, api_keys.c.is_admin,
-                   api_keys.c.rpm, api_keys.c.tpm).where(api_keys.c.revoked_at.is_(None))
+                   api_keys.c.rpm, api_keys.c.tpm, api_keys.c.tier, api_keys.c.max_tier
+                   ).where(api_keys.c.revoked_at.is_(None))
     with engine.connect() as conn:
-        return {row[0]: Principal(*row[1:]) for row in conn.execute(query)}
+        return {
+            key_hash: Principal(key_id, name, is_admin, rpm, tpm,
+                                tier_named(tier) if tier else Tier.MEDIUM,
+                                tier_named(max_tier) if max_tier else None)
+            for key_hash, key_id, name, is_admin, rpm, tpm, tier, max_tier in conn.execute(query)
+        }
 
 
 def revision(engine: Engine) -> tuple[int, str]:

@@ -7,6 +7,8 @@ import orjson
 
 from tokenmux.auth import records
 from tokenmux.cli.common import config_option, load, open_database
+from tokenmux.routing.tiers import NAMES as TIERS
+from tokenmux.routing.tiers import tier_named
 
 
 @click.group()
@@ -20,12 +22,21 @@ def keys() -> None:
 @click.option("--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute.")
 @click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute.")
 @click.option("--admin", is_flag=True, help="A key that may also manage the gateway.")
+@click.option("--tier", type=click.Choice(TIERS), default=None,
+              help="Service tier of its requests when they send no X-Tier (default: medium).")
+@click.option("--max-tier", type=click.Choice(TIERS), default=None,
+              help="Highest tier its requests may ask for with X-Tier.")
 def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
-           admin: bool) -> None:
+           admin: bool, tier: str | None, max_tier: str | None) -> None:
     """Create a key; its secret is printed once, as the last line."""
+    if tier and max_tier and tier_named(tier) > tier_named(max_tier):
+        raise click.BadParameter(f"the default tier {tier!r} is above --max-tier {max_tier!r}",
+                                 param_hint="--tier")
     engine = open_database(load(config_path))
-    secret, record = records.create_key(engine, name, rpm=rpm, tpm=tpm, is_admin=admin)
+    secret, record = records.create_key(engine, name, rpm=rpm, tpm=tpm, is_admin=admin,
+                                        tier=tier, max_tier=max_tier)
     limits = ", ".join(f"{v} {k}" for k, v in (("rpm", rpm), ("tpm", tpm)) if v) or "no limits"
+    limits += f", tier {tier or 'medium'}" + (f" (at most {max_tier})" if max_tier else "")
     click.echo(f"Created key {record.id} ({name}, {limits}). Its secret is shown only now:",
                err=True)
     click.echo(secret)
@@ -43,11 +54,13 @@ def list_(config_path: str | None, include_revoked: bool, as_json: bool) -> None
                  "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None} for r in rows]
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"{'ID':<22} {'NAME':<20} {'PREFIX':<11} {'RPM':>6} {'TPM':>9}  STATE")
+    click.echo(f"{'ID':<22} {'NAME':<20} {'PREFIX':<11} {'RPM':>6} {'TPM':>9}  "
+               f"{'TIER':<20} STATE")
     for r in rows:
         state = "revoked" if r.revoked_at else ("admin" if r.is_admin else "active")
+        tier = (r.tier or "medium") + (f" (max {r.max_tier})" if r.max_tier else "")
         click.echo(f"{r.id:<22} {r.name:<20} {r.prefix + '…':<11} {r.rpm or '-':>6} "
-                   f"{r.tpm or '-':>9}  {state}")
+                   f"{r.tpm or '-':>9}  {tier:<20} {state}")
 
 
 @keys.command()

@@ -52,6 +52,18 @@ class Channel(Strict):
     timeout: float | None = Field(None, gt=0, description="overrides the provider's timeout")
     priority: int = Field(0, description="lower is tried first")
     weight: float = Field(1.0, gt=0, description="share among channels of equal priority")
+    # Requests in flight at once on this channel; beyond it they queue by tier, then deadline.
+    max_concurrency: int | None = Field(None, ge=1)
+
+
+class Fallback(Strict):
+    model: str
+    timeout: float | None = Field(None, gt=0, description="seconds per attempt on this model")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: object) -> object:
+        return {"model": value} if isinstance(value, str) else value
 
 
 class Model(Strict):
@@ -59,8 +71,15 @@ class Model(Strict):
     aliases: list[str] = Field(default_factory=list)
     channels: list[Channel] = Field(min_length=1)
     price: Price | None = None
-    # Models tried in order once this model's own channels are exhausted.
-    fallbacks: list[str] = Field(default_factory=list)
+    # Models tried in order once this model's own channels are exhausted: names, or
+    # {model, timeout} to give attempts on that model a timeout of their own.
+    fallbacks: list[Fallback] = Field(default_factory=list)
+
+
+class Breaker(Strict):
+    failures: int = Field(5, ge=1, description="failures in a row that open the breaker")
+    cooldown_ms: int = Field(30_000, gt=0, description="how long an open channel sits out")
+    max_cooldown_ms: int = Field(300_000, gt=0, description="cap as failed probes double it")
 
 
 class Routing(Strict):
@@ -68,6 +87,10 @@ class Routing(Strict):
     backoff_initial_ms: int = Field(100, ge=0)
     backoff_max_ms: int = Field(2000, ge=0)
     default_timeout_ms: int = Field(60_000, ge=5_000, le=300_000)
+    breaker: Breaker = Field(default_factory=Breaker)
+    # How long a ludicrous-tier request waits for its first channel before starting a second,
+    # while the channel has too few answers on record for its own 90th percentile.
+    hedge_default_ms: int = Field(1_000, gt=0)
 
 
 class Server(Strict):
@@ -106,8 +129,9 @@ class Config(Strict):
                 seen[name] = f"models[{i}]"
         for i, model in enumerate(self.models):
             for j, fallback in enumerate(model.fallbacks):
-                if fallback not in seen:
-                    raise ValueError(f"models[{i}].fallbacks[{j}]: unknown model {fallback!r}")
+                if fallback.model not in seen:
+                    raise ValueError(
+                        f"models[{i}].fallbacks[{j}]: unknown model {fallback.model!r}")
             for j, channel in enumerate(model.channels):
                 if channel.provider not in self.providers:
                     known = ", ".join(sorted(self.providers)) or "none configured"

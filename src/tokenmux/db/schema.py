@@ -28,6 +28,8 @@ api_keys = Table(
     Column("is_admin", Boolean, nullable=False, default=False),
     Column("rpm", Integer),
     Column("tpm", Integer),
+    Column("tier", String(16)),  # the default service tier; NULL: medium
+    Column("max_tier", String(16)),  # the highest tier X-Tier may ask for; NULL: any
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
@@ -48,6 +50,8 @@ usage = Table(
     Column("provider", String(128)),
     Column("upstream_model", String(256)),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("tier", String(16)),
+    Column("queue_ms", Float, nullable=False, server_default="0"),
     Column("stream", Boolean, nullable=False),
     Column("status", Integer, nullable=False),
     Column("error_code", String(64)),

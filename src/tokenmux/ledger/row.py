@@ -20,6 +20,8 @@ class UsageRow:
     requested_model: str | None
     route: Route | None  # the channel of the last attempt
     attempts: int
+    tier: str
+    queue_ms: float  # time spent waiting for a channel's concurrency slot
     stream: bool
     status: int
     error_code: str | None
@@ -47,6 +49,8 @@ class UsageRow:
             "provider": route.provider if route else None,
             "upstream_model": route.upstream_model if route else None,
             "attempts": self.attempts,
+            "tier": self.tier,
+            "queue_ms": round(self.queue_ms, 3),
             "stream": self.stream,
             "status": self.status,
             "error_code": self.error_code,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tokenmux.config.schema import ECHO_MODEL, Config, Price
+from tokenmux.config.schema import ECHO_MODEL, Breaker, Config, Price
 from tokenmux.errors import ModelNotFound
+from tokenmux.routing.admission import Gate
+from tokenmux.routing.health import ChannelHealth
 
 ECHO_PROVIDER = "tokenmux"
 
@@ -26,6 +29,11 @@ class Route:
     base_url: str | None  # otherwise the library recognises the provider by its address
     priority: int = 0
     weight: float = 1.0
+    # Shared by every model that uses the same provider/upstream-model: it is one channel.
+    health: ChannelHealth = field(default_factory=lambda: _health(Breaker()), compare=False,
+                                  repr=False)
+    gate: Gate | None = field(default=None, compare=False, repr=False)  # None: no limit
+    unit_price: float | None = field(default=None, compare=False)  # USD, 1M tokens in and out
 
     @property
     def channel(self) -> str:
@@ -38,7 +46,8 @@ class ModelEntry:
     name: str
     aliases: tuple[str, ...]
     routes: tuple[Route, ...]
-    fallbacks: tuple[str, ...] = ()
+    # Each fallback model's routes, with the fallback's own timeout applied.
+    fallbacks: tuple[tuple[str, tuple[Route, ...]], ...] = ()
 
     def as_openai(self, created: int) -> dict[str, Any]:
         return {
@@ -50,25 +59,59 @@ class ModelEntry:
         }
 
 
+# Prices a channel per million tokens in and out: (model's price, price_provider, base_url,
+# upstream model) → USD, or None when unknown. The slow tier orders channels by it.
+UnitPrice = Callable[[Price | None, str | None, str | None, str], float | None]
+
+
+def _health(breaker: Breaker) -> ChannelHealth:
+    return ChannelHealth(breaker.failures, breaker.cooldown_ms / 1000,
+                         breaker.max_cooldown_ms / 1000)
+
+
 class Catalog:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, unit_price: UnitPrice | None = None):
         self.created = int(time.time())
+        breaker = config.routing.breaker
+        healths: dict[str, ChannelHealth] = {}
+        gates: dict[str, Gate] = {}
         entries: list[ModelEntry] = []
         if config.echo_model:
             free = Price(input=0, output=0, cached_input=None)
-            echo = Route(ECHO_MODEL, ECHO_PROVIDER, "echo", "echo", 180.0, free, None, None)
+            echo = Route(ECHO_MODEL, ECHO_PROVIDER, "echo", "echo", 180.0, free, None, None,
+                         health=_health(breaker), unit_price=0.0)
             entries.append(ModelEntry(ECHO_MODEL, (), (echo,)))
+        own: dict[str, tuple[Route, ...]] = {}
         for model in config.models:
             routes = []
             for channel in model.channels:
                 provider = config.providers[channel.provider]
+                name = f"{channel.provider}/{channel.model}"
+                health = healths.setdefault(name, _health(breaker))
+                gate = None
+                if channel.max_concurrency is not None:
+                    gate = gates.setdefault(name, Gate(channel.max_concurrency))
+                price = None if unit_price is None else unit_price(
+                    model.price, provider.price_provider, provider.base_url, channel.model)
                 routes.append(Route(
                     model.name, channel.provider, provider.kind, channel.model,
                     channel.timeout or provider.timeout, model.price, provider.price_provider,
-                    provider.base_url, channel.priority, channel.weight,
+                    provider.base_url, channel.priority, channel.weight, health, gate, price,
                 ))
-            entries.append(ModelEntry(model.name, tuple(model.aliases), tuple(routes),
-                                      tuple(model.fallbacks)))
+            own[model.name] = tuple(routes)
+        canonical = {alias: m.name for m in config.models for alias in (m.name, *m.aliases)}
+        if config.echo_model:
+            own[ECHO_MODEL] = entries[0].routes
+            canonical[ECHO_MODEL] = ECHO_MODEL
+        for model in config.models:
+            fallbacks = []
+            for fallback in model.fallbacks:
+                name = canonical[fallback.model]
+                timeout = fallback.timeout
+                fallbacks.append((name, own[name] if timeout is None else
+                                  tuple(replace(r, timeout=timeout) for r in own[name])))
+            entries.append(ModelEntry(model.name, tuple(model.aliases), own[model.name],
+                                      tuple(fallbacks)))
         self.entries = entries
         self._by_name = {name: e for e in entries for name in (e.name, *e.aliases)}
 

@@ -3,7 +3,12 @@
 Connection errors, timeouts, 408, 409, 429 and 5xx move on to the next channel in the plan (or
 the same one again when it is the only one, after an exponential backoff with jitter that honours
 an upstream `Retry-After`); an upstream's verdict on the request itself (400, 413, 422) ends the
-attempts at once. The caller's deadline bounds everything: attempts, backoffs and fallbacks.
+attempts at once. The caller's deadline bounds everything: queueing, attempts, backoffs and
+fallbacks. Every attempt's outcome feeds its channel's breaker and latency record.
+
+A ludicrous-tier attempt is hedged: when its channel has not answered by its usual 90th
+percentile, the next channel starts too; the first answer wins and the other is cancelled, so
+only the winner is billed.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from tokenmux.config.schema import Routing
 from tokenmux.errors import (
@@ -23,7 +28,9 @@ from tokenmux.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from tokenmux.routing.admission import Gate
 from tokenmux.routing.catalog import Route
+from tokenmux.routing.tiers import Tier
 
 T = TypeVar("T")
 
@@ -33,19 +40,34 @@ class Deadline:
     budget_ms: int
     started: float  # time.perf_counter() at arrival
 
+    @property
+    def at(self) -> float:
+        return self.started + self.budget_ms / 1000
+
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
 
     def remaining(self) -> float:
-        return self.budget_ms / 1000 - (time.perf_counter() - self.started)
+        return self.at - time.perf_counter()
+
+    def exceeded(self, attempts: int) -> DeadlineExceeded:
+        return DeadlineExceeded(self.budget_ms, attempts, self.elapsed_ms())
 
 
 @dataclass(slots=True)
 class Attempts:
     """What the attempts came to, for the response headers and the ledger."""
 
+    tier: Tier = Tier.MEDIUM
     count: int = 0
     route: Route | None = None
+    queue_seconds: float = 0.0
+    gate: Gate | None = None  # the winner's concurrency slot, held until the answer is out
+
+    def release(self) -> None:
+        if self.gate is not None:
+            self.gate.leave()
+            self.gate = None
 
 
 def retryable(error: GatewayError) -> bool:
@@ -53,6 +75,11 @@ def retryable(error: GatewayError) -> bool:
         return True
     return isinstance(error, UpstreamRejected) and (
         error.status in (408, 409, 429) or error.status >= 500)
+
+
+def _channel_at_fault(error: GatewayError) -> bool:
+    # An upstream turning down the request itself (400, 413, 422) says nothing of its health.
+    return not isinstance(error, UpstreamRejected) or retryable(error)
 
 
 def _backoff(policy: Routing, retry: int, error: GatewayError, rng: random.Random) -> float:
@@ -65,33 +92,140 @@ def _backoff(policy: Routing, retry: int, error: GatewayError, rng: random.Rando
     return ceiling * (0.75 + 0.25 * rng.random())
 
 
+class _Turns(Generic[T]):
+    """One request's attempts: the state they share, and one attempt (a leg) at a time."""
+
+    def __init__(self, deadline: Deadline, attempts: Attempts,
+                 attempt: Callable[[Route], Awaitable[T]],
+                 discard: Callable[[T], Awaitable[None]] | None):
+        self.deadline = deadline
+        self.attempts = attempts
+        self.attempt = attempt
+        self.discard = discard
+
+    async def leg(self, route: Route) -> tuple[T, Route]:
+        """One attempt on one channel, holding a slot of its concurrency limit when it wins."""
+        attempts, health, gate = self.attempts, route.health, route.gate
+        attempts.count += 1
+        health.healthy(time.monotonic())  # after a cooldown, the first attempt is the probe
+        if gate is not None and not gate.try_enter():
+            queued = time.perf_counter()
+            try:
+                await gate.enter(attempts.tier, self.deadline.at)
+            except BaseException:
+                health.released()
+                raise
+            finally:
+                attempts.queue_seconds += time.perf_counter() - queued
+        started = time.perf_counter()
+        try:
+            result = await self.attempt(route)
+        except GatewayError as error:
+            if gate is not None:
+                gate.leave()
+            if _channel_at_fault(error):
+                health.failed()
+            else:
+                health.released()
+            raise
+        except BaseException:
+            if gate is not None:
+                gate.leave()
+            health.released()
+            raise
+        health.succeeded(time.perf_counter() - started)
+        return result, route
+
+    async def hedged(self, first: Route, second: Route, delay: float) -> tuple[T, Route]:
+        tasks = [asyncio.create_task(self.leg(first))]
+        kept: asyncio.Task[tuple[T, Route]] | None = None
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=delay)
+            if not done:
+                tasks.append(asyncio.create_task(self.leg(second)))
+            pending: set[asyncio.Task[tuple[T, Route]]] = set(tasks)
+            error: BaseException | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in tasks:  # in start order, so that a tie goes to the first channel
+                    if task not in done:
+                        continue
+                    failure = task.exception()
+                    if failure is None:
+                        kept = kept or task
+                    elif isinstance(failure, GatewayError) and not retryable(failure):
+                        raise failure  # the request itself is at fault: the other would agree
+                    else:
+                        error = failure
+                if kept is not None:
+                    return kept.result()
+            assert error is not None
+            raise error
+        finally:
+            others = [task for task in tasks if task is not kept]
+            for task in others:
+                task.cancel()
+            for task in others:
+                try:
+                    result = await task
+                except BaseException:
+                    continue  # failed or cancelled: its leg already gave back what it held
+                await self._drop(result)  # it answered too, a moment late: not billed
+
+    async def _drop(self, result: tuple[T, Route]) -> None:
+        value, route = result
+        if route.gate is not None:
+            route.gate.leave()
+        if self.discard is not None:
+            await self.discard(value)
+
+
 async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing,
                           attempts: Attempts, rng: random.Random,
-                          attempt: Callable[[Route], Awaitable[T]]) -> T:
+                          attempt: Callable[[Route], Awaitable[T]],
+                          discard: Callable[[T], Awaitable[None]] | None = None) -> T:
+    """Runs `attempt` on the plan's channels until one answers. On success `attempts.route` is
+    the channel that answered and `attempts.gate` its concurrency slot, for the caller to
+    release once the answer is out; `discard` closes an answer that lost a hedge."""
+    turns = _Turns(deadline, attempts, attempt, discard)
     last: GatewayError | None = None
-    for i in range(policy.max_attempts):
-        route = plan[i % len(plan)]
+    n = len(plan)
+    i = 0
+    while attempts.count < policy.max_attempts:
+        route = plan[i % n]
+        if route.gate is not None and not route.gate.free() and attempts.tier != Tier.SLOW:
+            # Saturated: spill over to a later channel with room; the slow tier waits instead.
+            route = next((r for r in plan[i % n + 1:] if r.gate is None or r.gate.free()), route)
         if last is not None and route is attempts.route:
             # The same channel again: give it room. A wait the deadline cannot afford helps
             # nobody; the caller gets the upstream's answer, with its Retry-After, at once.
-            wait = _backoff(policy, i - 1, last, rng)
+            wait = _backoff(policy, attempts.count - 1, last, rng)
             if wait >= deadline.remaining():
                 raise last
             await asyncio.sleep(wait)
         remaining = deadline.remaining()
         if remaining <= 0:
-            raise DeadlineExceeded(deadline.budget_ms, attempts.count, deadline.elapsed_ms())
-        attempts.count += 1
+            raise deadline.exceeded(attempts.count)
+        hedge = (attempts.tier == Tier.LUDICROUS and policy.max_attempts - attempts.count >= 2
+                 and n > 1 and plan[(i + 1) % n] is not route)
         attempts.route = route
+        before = attempts.count
         try:
             async with asyncio.timeout(remaining):
-                return await attempt(route)
+                if hedge:
+                    delay = route.health.p90() or policy.hedge_default_ms / 1000
+                    result, winner = await turns.hedged(route, plan[(i + 1) % n], delay)
+                else:
+                    result, winner = await turns.leg(route)
         except TimeoutError:
-            raise DeadlineExceeded(deadline.budget_ms, attempts.count,
-                                   deadline.elapsed_ms()) from None
+            raise deadline.exceeded(attempts.count) from None
         except GatewayError as error:
             if not retryable(error):
                 raise
             last = error
+            i += attempts.count - before  # past the hedge's second channel too, if it ran
+            continue
+        attempts.route, attempts.gate = winner, winner.gate
+        return result
     assert last is not None
     raise last

@@ -45,7 +45,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await request.read()  # over the size limit: HTTPRequestEntityTooLarge, see below
     headers = request.headers
     inbound = pipeline.Inbound(body, headers.get("Authorization"), headers.get("x-api-key"),
-                               headers.get("X-User"), headers.get("X-Timeout"), rid, started)
+                               headers.get("X-User"), headers.get("X-Timeout"),
+                               headers.get("X-Tier"), rid, started)
     sink = SseWriter(request, rid)
     answer = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
     if answer.body is None:
