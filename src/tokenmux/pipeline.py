@@ -28,6 +28,7 @@ from tokenmux.providers.base import Call, ChunkStream, Provider, StreamState, Us
 from tokenmux.routing import Route
 from tokenmux.routing.plan import plan
 from tokenmux.routing.retry import Attempts, Deadline, attempt_in_turn
+from tokenmux.routing.tiers import NAMES as TIER_NAMES
 from tokenmux.routing.tiers import requested_tier
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
@@ -99,18 +100,19 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         reservation = gw.limiter.reserve(principal, estimate)
         chat = request
 
-        def call(route: Route) -> Call:
-            return Call(chat, route, inbound.request_id)
+        def call(route: Route, limit: float | None = None) -> Call:
+            return Call(chat, route, inbound.request_id, limit)
 
         if not request.stream:
             completion = await attempt_in_turn(
                 routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
-                lambda route: gw.providers[route.provider].complete(call(route)))
+                lambda route, limit: gw.providers[route.provider].complete(call(route, limit)),
+                limits_itself=True)
             outcome.usage = completion.usage
             return Answer(completion.body, _served_by(outcome.attempts))
         opened = await attempt_in_turn(
             routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
-            lambda route: _open(gw.providers[route.provider], call(route)), _close)
+            lambda route, _: _open(gw.providers[route.provider], call(route)), _close)
         outcome.ttft = time.perf_counter() - inbound.started
         assert outcome.attempts.route is not None
         await _relay(opened, call(outcome.attempts.route), sink, outcome)
@@ -147,7 +149,7 @@ def _served_by(attempts: Attempts) -> dict[str, str]:
     assert attempts.route is not None
     return {"X-TokenMux-Channel": attempts.route.channel,
             "X-TokenMux-Attempts": str(attempts.count),
-            "X-TokenMux-Tier": attempts.tier.label}
+            "X-TokenMux-Tier": TIER_NAMES[attempts.tier]}
 
 
 async def _close(opened: _OpenStream) -> None:
@@ -223,7 +225,7 @@ def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
         requested_model=request.model if request else None,
         route=outcome.attempts.route,
         attempts=outcome.attempts.count,
-        tier=outcome.attempts.tier.label,
+        tier=TIER_NAMES[outcome.attempts.tier],
         queue_ms=outcome.attempts.queue_seconds * 1000,
         stream=bool(request and request.stream),
         status=outcome.status,

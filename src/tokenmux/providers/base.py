@@ -46,6 +46,9 @@ class Call:
     request: ChatRequest
     route: Route
     request_id: str
+    # Seconds this attempt may take when the caller's deadline is nearer than the channel's
+    # own timeout; None: the channel's timeout.
+    limit: float | None = None
 
 
 @dataclass(slots=True)

@@ -33,6 +33,9 @@ from tokenmux.routing.catalog import Route
 from tokenmux.routing.tiers import Tier
 
 T = TypeVar("T")
+# One attempt on a route, given how long it may take when the deadline is nearer than the
+# route's own timeout (None: the route's timeout applies).
+Attempt = Callable[[Route, float | None], Awaitable[T]]
 
 
 @dataclass(slots=True)
@@ -95,8 +98,7 @@ def _backoff(policy: Routing, retry: int, error: GatewayError, rng: random.Rando
 class _Turns(Generic[T]):
     """One request's attempts: the state they share, and one attempt (a leg) at a time."""
 
-    def __init__(self, deadline: Deadline, attempts: Attempts,
-                 attempt: Callable[[Route], Awaitable[T]],
+    def __init__(self, deadline: Deadline, attempts: Attempts, attempt: Attempt[T],
                  discard: Callable[[T], Awaitable[None]] | None):
         self.deadline = deadline
         self.attempts = attempts
@@ -111,15 +113,17 @@ class _Turns(Generic[T]):
         if gate is not None and not gate.try_enter():
             queued = time.perf_counter()
             try:
-                await gate.enter(attempts.tier, self.deadline.at)
+                async with asyncio.timeout(self.deadline.remaining()):
+                    await gate.enter(attempts.tier, self.deadline.at)
             except BaseException:
                 health.released()
                 raise
             finally:
                 attempts.queue_seconds += time.perf_counter() - queued
         started = time.perf_counter()
+        remaining = self.deadline.at - started
         try:
-            result = await self.attempt(route)
+            result = await self.attempt(route, remaining if remaining < route.timeout else None)
         except GatewayError as error:
             if gate is not None:
                 gate.leave()
@@ -181,12 +185,15 @@ class _Turns(Generic[T]):
 
 
 async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing,
-                          attempts: Attempts, rng: random.Random,
-                          attempt: Callable[[Route], Awaitable[T]],
-                          discard: Callable[[T], Awaitable[None]] | None = None) -> T:
+                          attempts: Attempts, rng: random.Random, attempt: Attempt[T],
+                          discard: Callable[[T], Awaitable[None]] | None = None, *,
+                          limits_itself: bool = False) -> T:
     """Runs `attempt` on the plan's channels until one answers. On success `attempts.route` is
     the channel that answered and `attempts.gate` its concurrency slot, for the caller to
-    release once the answer is out; `discard` closes an answer that lost a hedge."""
+    release once the answer is out; `discard` closes an answer that lost a hedge.
+
+    An attempt that `limits_itself` keeps to the time limit it is given, which spares the
+    common path an asyncio timeout of its own (a timer, a task lookup and a reschedule)."""
     turns = _Turns(deadline, attempts, attempt, discard)
     last: GatewayError | None = None
     n = len(plan)
@@ -211,15 +218,20 @@ async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing
         attempts.route = route
         before = attempts.count
         try:
-            async with asyncio.timeout(remaining):
-                if hedge:
-                    delay = route.health.p90() or policy.hedge_default_ms / 1000
-                    result, winner = await turns.hedged(route, plan[(i + 1) % n], delay)
-                else:
-                    result, winner = await turns.leg(route)
+            if limits_itself and not hedge:
+                result, winner = await turns.leg(route)
+            else:
+                async with asyncio.timeout(remaining):
+                    if hedge:
+                        delay = route.health.p90() or policy.hedge_default_ms / 1000
+                        result, winner = await turns.hedged(route, plan[(i + 1) % n], delay)
+                    else:
+                        result, winner = await turns.leg(route)
         except TimeoutError:
             raise deadline.exceeded(attempts.count) from None
         except GatewayError as error:
+            if isinstance(error, UpstreamTimeout) and deadline.remaining() < 0.005:
+                raise deadline.exceeded(attempts.count) from None
             if not retryable(error):
                 raise
             last = error

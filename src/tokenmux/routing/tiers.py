@@ -24,13 +24,9 @@ class Tier(IntEnum):
     FAST = 2
     LUDICROUS = 3
 
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
-
-NAMES = tuple(tier.label for tier in Tier)
-_BY_NAME = {tier.label: tier for tier in Tier}
+NAMES = tuple(tier.name.lower() for tier in Tier)  # NAMES[tier] is the tier's name, cheaply
+_BY_NAME = {NAMES[tier]: tier for tier in Tier}
 
 
 def tier_named(name: str) -> Tier:

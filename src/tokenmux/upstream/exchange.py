@@ -59,10 +59,13 @@ class HttpProvider:
     async def complete(self, call: Call) -> Completion:
         request = self._adapter.build_request(call)
         route = call.route
+        # A deadline is kept to the millisecond: aiohttp would round a timer of 5 s or more up to
+        # the next whole second, which suits the channel timeout but not the caller's deadline.
+        timeout = self._timeout(route.timeout) if call.limit is None else aiohttp.ClientTimeout(
+            total=call.limit, ceil_threshold=float("inf"))
         try:
             async with self._session().post(
-                request.url, data=request.body, headers=request.headers,
-                timeout=self._timeout(route.timeout),
+                request.url, data=request.body, headers=request.headers, timeout=timeout,
             ) as response:
                 raw = await response.read()
         except _WIRE_ERRORS as exc:
