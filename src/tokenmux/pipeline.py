@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,12 +76,15 @@ class _Outcome:
 
 @dataclass(slots=True)
 class _OpenStream:
-    """A stream whose first chunks are in hand; closing `stack` closes the upstream."""
+    """A stream whose first chunks are in hand."""
 
-    stack: AsyncExitStack
+    upstream: AbstractAsyncContextManager[ChunkStream]  # entered; exiting closes the upstream
     chunks: ChunkStream
     batches: AsyncIterator[list[dict[str, Any]]]
     first: list[dict[str, Any]]
+
+    async def close(self) -> None:
+        await self.upstream.__aexit__(None, None, None)
 
 
 async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answer:
@@ -112,7 +115,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
             return Answer(completion.body, _served_by(outcome.attempts))
         opened = await attempt_in_turn(
             routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
-            lambda route, _: _open(gw.providers[route.provider], call(route)), _close)
+            lambda route, _: _open(gw.providers[route.provider], call(route)), _OpenStream.close)
         outcome.ttft = time.perf_counter() - inbound.started
         assert outcome.attempts.route is not None
         await _relay(opened, call(outcome.attempts.route), sink, outcome)
@@ -152,56 +155,54 @@ def _served_by(attempts: Attempts) -> dict[str, str]:
             "X-TokenMux-Tier": TIER_NAMES[attempts.tier]}
 
 
-async def _close(opened: _OpenStream) -> None:
-    await opened.stack.aclose()
-
-
 async def _open(provider: Provider, call: Call) -> _OpenStream:
     """One stream attempt: it counts as answered once the first chunk is in hand, so that any
     failure before it can still fail over to another channel, unseen by the client."""
-    stack = AsyncExitStack()
+    # The context manager is driven by hand, not by `async with`, because it stays open past
+    # this function when the attempt succeeds: the relay closes it.
+    upstream = provider.stream(call)
+    chunks = await upstream.__aenter__()
     try:
-        chunks = await stack.enter_async_context(provider.stream(call))
         batches = aiter(chunks)
         async for batch in batches:
             if batch:
-                return _OpenStream(stack, chunks, batches, batch)
+                return _OpenStream(upstream, chunks, batches, batch)
         raise UpstreamFailed(
             f"The upstream {call.route.provider!r} ended the stream without any chunk.")
     except BaseException:
-        await stack.aclose()
+        await upstream.__aexit__(None, None, None)
         raise
 
 
 async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outcome) -> None:
-    async with opened.stack:
-        first, state = opened.first, opened.chunks.state
-        try:
-            await sink.open(_served_by(outcome.attempts))
-            await sink.send(first)
-            async for batch in opened.batches:
-                if batch:
-                    await sink.send(batch)
+    first, state = opened.first, opened.chunks.state
+    try:
+        await sink.open(_served_by(outcome.attempts))
+        await sink.send(first)
+        async for batch in opened.batches:
+            if batch:
+                await sink.send(batch)
+        outcome.usage = _stream_usage(state, call)
+        tail: list[dict[str, Any]] = []
+        if call.request.include_usage:
+            tail.append({
+                "id": first[0].get("id"), "object": "chat.completion.chunk",
+                "created": first[0].get("created"), "model": call.route.model,
+                "choices": [], "usage": outcome.usage.as_openai(),
+            })
+        await sink.done(tail)
+    except GatewayError as error:
+        # Headers are gone: the only honest way left to fail is an error event.
+        outcome.status, outcome.error_code = error.status, error.code
+        call.route.health.failed()
+        await sink.fail(error)
+    except ConnectionError:
+        # The client hung up between two writes; the upstream is closed on the way out.
+        outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
+    finally:
+        if outcome.usage is None:
             outcome.usage = _stream_usage(state, call)
-            tail: list[dict[str, Any]] = []
-            if call.request.include_usage:
-                tail.append({
-                    "id": first[0].get("id"), "object": "chat.completion.chunk",
-                    "created": first[0].get("created"), "model": call.route.model,
-                    "choices": [], "usage": outcome.usage.as_openai(),
-                })
-            await sink.done(tail)
-        except GatewayError as error:
-            # Headers are gone: the only honest way left to fail is an error event.
-            outcome.status, outcome.error_code = error.status, error.code
-            call.route.health.failed()
-            await sink.fail(error)
-        except ConnectionError:
-            # The client hung up between two writes; the upstream is closed on the way out.
-            outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
-        finally:
-            if outcome.usage is None:
-                outcome.usage = _stream_usage(state, call)
+        await opened.close()
 
 
 def _stream_usage(state: StreamState, call: Call) -> Usage:

@@ -50,6 +50,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     sink = SseWriter(request, rid)
     answer = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
     if answer.body is None:
+        assert sink.response is not None
         return sink.response
     return json_response(answer.body, rid, headers=answer.headers)
 

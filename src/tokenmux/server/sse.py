@@ -17,30 +17,35 @@ from tokenmux.errors import GatewayError
 class SseWriter:
     def __init__(self, request: web.Request, request_id: str):
         self._request = request
+        self._request_id = request_id
+        self.response: web.StreamResponse | None = None  # made only if the answer is a stream
+
+    async def open(self, headers: dict[str, str]) -> None:
         self.response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",  # tells a fronting nginx not to hold chunks back
-            "X-Request-Id": request_id,
+            "X-Request-Id": self._request_id,
+            **headers,
         })
-
-    async def open(self, headers: dict[str, str]) -> None:
-        self.response.headers.update(headers)
         await self.response.prepare(self._request)
 
     async def send(self, chunks: list[dict[str, Any]]) -> None:
         # Everything one upstream read brought leaves in one write: one syscall, not one a chunk.
+        assert self.response is not None
         await self.response.write(_events(chunks))
+
+    # The last events leave with the end of the body, in the same write.
 
     async def fail(self, error: GatewayError) -> None:
         # The openai SDK raises APIError on an event whose object has an `error` key.
+        assert self.response is not None
         with contextlib.suppress(ConnectionError):  # a client already gone needs no notice
-            await self.response.write(_events([error.body()]))
-            await self.response.write_eof()
+            await self.response.write_eof(_events([error.body()]))
 
     async def done(self, tail: list[dict[str, Any]]) -> None:
-        await self.response.write(_events(tail) + b"data: [DONE]\n\n")
-        await self.response.write_eof()
+        assert self.response is not None
+        await self.response.write_eof(_events(tail) + b"data: [DONE]\n\n")
 
 
 def _events(chunks: list[Any]) -> bytes:

@@ -49,11 +49,20 @@ class HttpProvider:
         self._session = session
         self._adapter = adapter
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._stream_timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
+
+    def _stream_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        # The channel timeout bounds the wait for the answer to start and every silence after.
+        timeout = self._stream_timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._stream_timeouts[seconds] = aiohttp.ClientTimeout(
+                total=None, sock_connect=min(seconds, 30), sock_read=seconds)
         return timeout
 
     async def complete(self, call: Call) -> Completion:
@@ -85,9 +94,7 @@ class HttpProvider:
     async def stream(self, call: Call) -> AsyncIterator[_Chunks]:
         request = self._adapter.build_request(call)
         route = call.route
-        # The channel timeout bounds the wait for the answer to start and every silence after.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(route.timeout, 30),
-                                        sock_read=route.timeout)
+        timeout = self._stream_timeout(route.timeout)
         try:
             response = await self._session().post(
                 request.url, data=request.body, headers=request.headers, timeout=timeout)
