@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tokenmux.config.schema import ECHO_MODEL, Config, Price
 from tokenmux.errors import ModelNotFound
+from tokenmux.routing.pricing import list_price
 
 ECHO_PROVIDER = "tokenmux"
 
@@ -39,15 +40,28 @@ class ModelEntry:
     aliases: tuple[str, ...]
     routes: tuple[Route, ...]
     fallbacks: tuple[str, ...] = ()
+    context_window: int | None = None
+    max_output: int | None = None
+    capabilities: tuple[str, ...] = ()
+    list_price: Price | None = None  # USD per million tokens; None when no source knows it
+    # The catalog fields of `/v1/models`, made once: listing models is then a dict merge each.
+    _card: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        price = self.list_price
+        object.__setattr__(self, "_card", {
+            "aliases": list(self.aliases),
+            "context_window": self.context_window,
+            "max_output": self.max_output,
+            "capabilities": list(self.capabilities),
+            "pricing": None if price is None else {
+                "input": price.input, "output": price.output, "cached_input": price.cached_input,
+            },
+        })
 
     def as_openai(self, created: int) -> dict[str, Any]:
-        return {
-            "id": self.name,
-            "object": "model",
-            "created": created,
-            "owned_by": self.routes[0].provider,
-            "aliases": list(self.aliases),
-        }
+        return {"id": self.name, "object": "model", "created": created,
+                "owned_by": self.routes[0].provider, **self._card}
 
 
 class Catalog:
@@ -57,7 +71,7 @@ class Catalog:
         if config.echo_model:
             free = Price(input=0, output=0, cached_input=None)
             echo = Route(ECHO_MODEL, ECHO_PROVIDER, "echo", "echo", 180.0, free, None, None)
-            entries.append(ModelEntry(ECHO_MODEL, (), (echo,)))
+            entries.append(ModelEntry(ECHO_MODEL, (), (echo,), list_price=free))
         for model in config.models:
             routes = []
             for channel in model.channels:
@@ -67,8 +81,14 @@ class Catalog:
                     channel.timeout or provider.timeout, model.price, provider.price_provider,
                     provider.base_url, channel.priority, channel.weight,
                 ))
-            entries.append(ModelEntry(model.name, tuple(model.aliases), tuple(routes),
-                                      tuple(model.fallbacks)))
+            # The price shown is the first-tried channel's; the ledger prices each attempt's own.
+            first = min(routes, key=lambda route: route.priority)
+            entries.append(ModelEntry(
+                model.name, tuple(model.aliases), tuple(routes), tuple(model.fallbacks),
+                model.context_window, model.max_output, tuple(model.capabilities),
+                list_price(model.price, first.price_provider, first.base_url,
+                           first.upstream_model),
+            ))
         self.entries = entries
         self._by_name = {name: e for e in entries for name in (e.name, *e.aliases)}
 
