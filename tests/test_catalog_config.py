@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +121,12 @@ def test_a_catalog_mistake_names_the_field(tmp_path, text, expected):
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, text)
     assert expected in str(caught.value)
+
+
+def test_the_readme_config_examples_load(tmp_path):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+    assert len(blocks) >= 2
+    for block in blocks:
+        config = load(tmp_path, block, {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"})
+        assert Catalog(config).entries
