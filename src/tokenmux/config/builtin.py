@@ -43,7 +43,6 @@ def merge_builtin(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
     catalog = shipped_catalog()
     shipped = {model["name"]: model for model in catalog["models"]}
-    problems = []
     providers = raw.get("providers")
     if isinstance(providers, dict):
         providers = {
@@ -51,16 +50,35 @@ def merge_builtin(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if name in catalog["providers"] and isinstance(given, dict) else given
             for name, given in providers.items()
         }
+    hidden, problems = _hidden(raw.get("hide"), shipped)
+    merged, replaced = _own_models(entries, shipped, problems)
     configured = set(providers) if isinstance(providers, dict) else set()
+    for name, model in shipped.items():
+        if name in replaced or name in hidden:
+            continue
+        if all(channel["provider"] in configured for channel in model["channels"]):
+            merged.append(model)
 
-    hide = raw.get("hide")
+    result = {**raw, "models": merged}
+    if providers is not None:
+        result["providers"] = providers
+    return result, problems
+
+
+def _hidden(hide: Any, shipped: dict[str, Any]) -> tuple[set[str], list[str]]:
     hidden: set[str] = set()
+    problems = []
     for j, name in enumerate(hide if isinstance(hide, list) else []):
         if isinstance(name, str):  # anything else is left to validation to report
             hidden.add(name)
             if name not in shipped:
                 problems.append(f"hide[{j}]: {name!r} is not a model of the shipped catalog")
+    return hidden, problems
 
+
+def _own_models(entries: list[Any], shipped: dict[str, Any],
+                problems: list[str]) -> tuple[list[Any], set[str]]:
+    """The file's models, each merged over the shipped model it replaces; and the names replaced."""
     merged: list[Any] = []
     replaced: set[str] = set()
     for i, entry in enumerate(entries):
@@ -75,13 +93,4 @@ def merge_builtin(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             replaced.add(base)
             own = {**shipped[base], **own}
         merged.append(own)
-    for name, model in shipped.items():
-        if name in replaced or name in hidden:
-            continue
-        if all(channel["provider"] in configured for channel in model["channels"]):
-            merged.append(model)
-
-    result = {**raw, "models": merged}
-    if providers is not None:
-        result["providers"] = providers
-    return result, problems
+    return merged, replaced
