@@ -22,6 +22,9 @@ from tests.fakes.openai_upstream import FakeOpenAI
 
 ADMIN_KEY = "tm-test-admin-key-for-the-suite"
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+# The variables that bring a shipped provider in when no config file is given.
+PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+                 "DEEPSEEK_API_KEY", "XAI_API_KEY")
 
 
 def free_port() -> int:
@@ -79,8 +82,7 @@ class Gateway:
             self.config.write_text(config_text or "")
         self.cwd = cwd or directory
         self.env = {**os.environ, "FAKE_UPSTREAM_KEY": UPSTREAM_KEY}
-        for name in ("TOKENMUX_CONFIG", "TOKENMUX_ADMIN_KEY", "OPENAI_API_KEY",
-                     "DEEPSEEK_API_KEY", "XAI_API_KEY"):
+        for name in ("TOKENMUX_CONFIG", "TOKENMUX_ADMIN_KEY", *PROVIDER_KEYS):
             self.env.pop(name, None)
         self.process: subprocess.Popen[str] | None = None
         self.output = ""

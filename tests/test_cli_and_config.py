@@ -103,7 +103,8 @@ def test_without_config_a_provider_key_in_the_environment_adds_its_models(tmp_pa
         running.client().chat.completions.create(
             model="gpt-4.1-mini@2025-04-14", messages=[{"role": "user", "content": "hi"}])
         assert upstream.last().headers["Authorization"] == "Bearer sk-from-env"
-        assert upstream.last().body["model"] == "gpt-4.1-mini"
+        # The shipped catalog pins the dated snapshot that its facts and prices describe.
+        assert upstream.last().body["model"] == "gpt-4.1-mini-2025-04-14"
     finally:
         running.stop()
     assert "TOKENMUX_ADMIN_KEY=" not in running.output

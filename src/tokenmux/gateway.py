@@ -18,7 +18,6 @@ from tokenmux.auth import KeyCache, Principal, hash_key
 from tokenmux.config import Config
 from tokenmux.db import connect
 from tokenmux.ledger import LedgerWriter
-from tokenmux.ledger.cost import unit_price
 from tokenmux.limits import MemoryLimiter
 from tokenmux.providers import adapter_for
 from tokenmux.providers.base import Provider
@@ -85,7 +84,7 @@ def build(config: Config, *, engine: Engine | None = None) -> Gateway:
         static[hash_key(config.admin_key)] = Principal("admin", "admin", is_admin=True)
     gateway = Gateway(
         config=config,
-        catalog=Catalog(config, unit_price),
+        catalog=Catalog(config),
         keys=KeyCache(engine, static=static, poll_interval=KEY_POLL_SECONDS),
         limiter=MemoryLimiter(),
         providers={},

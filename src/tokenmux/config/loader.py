@@ -11,9 +11,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tokenmux.config.builtin import merge_builtin
 from tokenmux.config.schema import Config
 
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# `${VAR}` or `${VAR:-default}`, where the default may itself be one `${OTHER}` reference.
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}$]|\$(?!\{)|\$\{[^{}]*\})*))?\}")
 
 
 class ConfigError(Exception):
@@ -33,10 +35,18 @@ def _interpolate(node: Any, environ: Mapping[str, str]) -> Any:
     if not isinstance(node, str) or "${" not in node:
         return node
     whole = _REF.fullmatch(node)
-    if whole and whole.group(2) is None and not environ.get(whole.group(1)):
+    if whole:
         # `api_key: ${OPENAI_API_KEY}` with the variable unset means "no key", not an empty one.
-        return None
-    return _REF.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), node)
+        return _resolve(whole, environ)
+    return _REF.sub(lambda m: _resolve(m, environ) or "", node)
+
+
+def _resolve(ref: re.Match[str], environ: Mapping[str, str]) -> str | None:
+    value = environ.get(ref.group(1))
+    if value:
+        return value
+    default = ref.group(2)
+    return None if default is None else _interpolate(default, environ)
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -51,6 +61,9 @@ def _validate(raw: Any, source: str, base_dir: Path) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(source, ["the file must hold a mapping of settings"])
+    raw, problems = merge_builtin(raw)
+    if problems:
+        raise ConfigError(source, problems)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -100,11 +113,7 @@ def load_config(path: str | None, environ: Mapping[str, str]) -> Config:
 def _defaults(environ: Mapping[str, str]) -> Config:
     text = resources.files("tokenmux.config").joinpath("defaults.yaml").read_text("utf-8")
     raw = _interpolate(yaml.safe_load(text), environ)
-    # Serve only what a key in the environment unlocks; the echo model needs none.
+    # Serve only what a key in the environment unlocks; the merge then leaves out the models of
+    # the providers dropped here. The echo model needs no key.
     raw["providers"] = {n: p for n, p in raw["providers"].items() if p.get("api_key")}
-    raw["models"] = [
-        {**m, "channels": kept}
-        for m in raw["models"]
-        if (kept := [c for c in m["channels"] if c["provider"] in raw["providers"]])
-    ]
     return _validate(raw, "built-in defaults", Path.cwd())

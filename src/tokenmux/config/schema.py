@@ -66,11 +66,22 @@ class Fallback(Strict):
         return {"model": value} if isinstance(value, str) else value
 
 
+# What a model can do, as far as a client choosing one needs to know:
+#   tools      calls functions (`tools`, `tool_choice`)
+#   vision     reads images in `image_url` content parts
+#   json       honours `response_format` (JSON mode or a JSON schema)
+#   reasoning  thinks before it answers; its thinking tokens are billed as output
+Capability = Literal["tools", "vision", "json", "reasoning"]
+
+
 class Model(Strict):
     name: str = Field(min_length=1)
     aliases: list[str] = Field(default_factory=list)
     channels: list[Channel] = Field(min_length=1)
     price: Price | None = None
+    context_window: int | None = Field(None, gt=0, description="tokens in and out, together")
+    max_output: int | None = Field(None, gt=0, description="tokens one answer may have")
+    capabilities: list[Capability] = Field(default_factory=list)
     # Models tried in order once this model's own channels are exhausted: names, or
     # {model, timeout} to give attempts on that model a timeout of their own.
     fallbacks: list[Fallback] = Field(default_factory=list)
@@ -114,6 +125,10 @@ class Config(Strict):
     server: Server = Field(default_factory=Server)
     ledger: Ledger = Field(default_factory=Ledger)
     routing: Routing = Field(default_factory=Routing)
+    # `builtin`: start from the shipped catalog's models for the providers configured here
+    # (config/builtin.py merges it in before validation; it stays set here for the record).
+    catalog: Literal["builtin"] | None = None
+    hide: list[str] = Field(default_factory=list, description="shipped models to leave out")
     providers: dict[str, Provider] = Field(default_factory=dict)
     models: list[Model] = Field(default_factory=list)
 

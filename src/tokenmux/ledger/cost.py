@@ -8,7 +8,6 @@ from decimal import Decimal
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
-from tokenmux.config.schema import Price
 from tokenmux.ledger.row import UsageRow
 
 log = logging.getLogger(__name__)
@@ -49,18 +48,3 @@ class Pricer:
             return None
         return result.total_price
 
-
-def unit_price(price: Price | None, price_provider: str | None, base_url: str | None,
-               model: str) -> float | None:
-    """USD for a million tokens in and a million out: how the slow tier compares channels."""
-    if price is not None:
-        return price.input + price.output
-    usage = PriceUsage(input_tokens=1_000_000, output_tokens=1_000_000)
-    try:
-        if price_provider:
-            result = calc_price(usage, model, provider_id=price_provider)
-        else:
-            result = calc_price(usage, model, provider_api_url=base_url)
-    except LookupError:
-        return None
-    return float(result.total_price)

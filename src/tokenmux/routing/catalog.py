@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -11,6 +10,7 @@ from tokenmux.config.schema import ECHO_MODEL, Breaker, Config, Price
 from tokenmux.errors import ModelNotFound
 from tokenmux.routing.admission import Gate
 from tokenmux.routing.health import ChannelHealth
+from tokenmux.routing.pricing import list_price
 
 ECHO_PROVIDER = "tokenmux"
 
@@ -33,7 +33,14 @@ class Route:
     health: ChannelHealth = field(default_factory=lambda: _health(Breaker()), compare=False,
                                   repr=False)
     gate: Gate | None = field(default=None, compare=False, repr=False)  # None: no limit
-    unit_price: float | None = field(default=None, compare=False)  # USD, 1M tokens in and out
+    # USD per million tokens, from the config or the price library; None when neither knows.
+    list_price: Price | None = field(default=None, compare=False)
+
+    @property
+    def unit_price(self) -> float | None:
+        """A million tokens in and a million out: how the slow tier compares channels."""
+        price = self.list_price
+        return None if price is None else price.input + price.output
 
     @property
     def channel(self) -> str:
@@ -48,20 +55,28 @@ class ModelEntry:
     routes: tuple[Route, ...]
     # Each fallback model's routes, with the fallback's own timeout applied.
     fallbacks: tuple[tuple[str, tuple[Route, ...]], ...] = ()
+    context_window: int | None = None
+    max_output: int | None = None
+    capabilities: tuple[str, ...] = ()
+    list_price: Price | None = None  # USD per million tokens; None when no source knows it
+    # The catalog fields of `/v1/models`, made once: listing models is then a dict merge each.
+    _card: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        price = self.list_price
+        object.__setattr__(self, "_card", {
+            "aliases": list(self.aliases),
+            "context_window": self.context_window,
+            "max_output": self.max_output,
+            "capabilities": list(self.capabilities),
+            "pricing": None if price is None else {
+                "input": price.input, "output": price.output, "cached_input": price.cached_input,
+            },
+        })
 
     def as_openai(self, created: int) -> dict[str, Any]:
-        return {
-            "id": self.name,
-            "object": "model",
-            "created": created,
-            "owned_by": self.routes[0].provider,
-            "aliases": list(self.aliases),
-        }
-
-
-# Prices a channel per million tokens in and out: (model's price, price_provider, base_url,
-# upstream model) → USD, or None when unknown. The slow tier orders channels by it.
-UnitPrice = Callable[[Price | None, str | None, str | None, str], float | None]
+        return {"id": self.name, "object": "model", "created": created,
+                "owned_by": self.routes[0].provider, **self._card}
 
 
 def _health(breaker: Breaker) -> ChannelHealth:
@@ -70,7 +85,7 @@ def _health(breaker: Breaker) -> ChannelHealth:
 
 
 class Catalog:
-    def __init__(self, config: Config, unit_price: UnitPrice | None = None):
+    def __init__(self, config: Config):
         self.created = int(time.time())
         breaker = config.routing.breaker
         healths: dict[str, ChannelHealth] = {}
@@ -79,8 +94,8 @@ class Catalog:
         if config.echo_model:
             free = Price(input=0, output=0, cached_input=None)
             echo = Route(ECHO_MODEL, ECHO_PROVIDER, "echo", "echo", 180.0, free, None, None,
-                         health=_health(breaker), unit_price=0.0)
-            entries.append(ModelEntry(ECHO_MODEL, (), (echo,)))
+                         health=_health(breaker), list_price=free)
+            entries.append(ModelEntry(ECHO_MODEL, (), (echo,), list_price=free))
         own: dict[str, tuple[Route, ...]] = {}
         for model in config.models:
             routes = []
@@ -91,8 +106,8 @@ class Catalog:
                 gate = None
                 if channel.max_concurrency is not None:
                     gate = gates.setdefault(name, Gate(channel.max_concurrency))
-                price = None if unit_price is None else unit_price(
-                    model.price, provider.price_provider, provider.base_url, channel.model)
+                price = list_price(model.price, provider.price_provider, provider.base_url,
+                                   channel.model)
                 routes.append(Route(
                     model.name, channel.provider, provider.kind, channel.model,
                     channel.timeout or provider.timeout, model.price, provider.price_provider,
@@ -110,8 +125,14 @@ class Catalog:
                 timeout = fallback.timeout
                 fallbacks.append((name, own[name] if timeout is None else
                                   tuple(replace(r, timeout=timeout) for r in own[name])))
-            entries.append(ModelEntry(model.name, tuple(model.aliases), own[model.name],
-                                      tuple(fallbacks)))
+            served = own[model.name]
+            # The price shown is the first-tried channel's; the ledger prices each attempt's own.
+            first = min(served, key=lambda route: route.priority)
+            entries.append(ModelEntry(
+                model.name, tuple(model.aliases), served, tuple(fallbacks),
+                model.context_window, model.max_output, tuple(model.capabilities),
+                first.list_price,
+            ))
         self.entries = entries
         self._by_name = {name: e for e in entries for name in (e.name, *e.aliases)}
 
