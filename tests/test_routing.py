@@ -51,6 +51,17 @@ def test_server_errors_are_retried_and_the_request_billed_once(gateway, upstream
     assert len(upstream.received) == before + 3  # routing.max_attempts
     row = gateway.wait_row(response.headers["x-request-id"])
     assert (row["status"], row["attempts"]) == (502, 3)
+    # The gateway spent its retries: an SDK retrying on top would triple the load again.
+    assert response.headers["x-should-retry"] == "false"
+
+
+def test_the_sdk_does_not_pile_retries_on_the_gateways_own(gateway, upstream):
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=ADMIN_KEY, max_retries=2)
+    before = len(upstream.received)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="fake-model", messages=say("@fail 503"))
+    assert caught.value.status_code == 502
+    assert len(upstream.received) == before + 3  # the gateway's three, and no more
 
 
 def test_a_clients_mistake_is_never_retried(gateway, upstream):

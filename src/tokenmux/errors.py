@@ -27,6 +27,9 @@ class GatewayError(Exception):
     status = 500
     type = "api_error"
     code: str | None = "internal_error"
+    # Set when the gateway has already retried as much as its policy allows: a client retrying
+    # on top would only multiply the load on a failing upstream, so the answer says not to.
+    retries_spent = False
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)

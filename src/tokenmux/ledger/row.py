@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from tokenmux.ids import unique
 from tokenmux.routing.catalog import Route
 
 
@@ -33,7 +33,7 @@ class UsageRow:
     latency_ms: float
     ttft_ms: float | None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    id: str = field(default_factory=lambda: secrets.token_hex(16))
+    id: str = field(default_factory=unique)
 
     def as_record(self, cost: Decimal | None) -> dict[str, Any]:
         route = self.route

@@ -240,4 +240,5 @@ async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing
         attempts.route, attempts.gate = winner, winner.gate
         return result
     assert last is not None
+    last.retries_spent = True
     raise last

@@ -21,4 +21,7 @@ def json_response(body: Any, request_id: str, status: int = 200,
 
 
 def error_response(error: GatewayError, request_id: str) -> web.Response:
-    return json_response(error.body(), request_id, error.status, error.headers())
+    headers = error.headers()
+    if error.retries_spent:
+        headers["x-should-retry"] = "false"
+    return json_response(error.body(), request_id, error.status, headers)

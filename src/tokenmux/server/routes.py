@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import time
 
 from aiohttp import web
@@ -21,6 +20,7 @@ from tokenmux.errors import (
     RouteNotFound,
 )
 from tokenmux.gateway import Gateway
+from tokenmux.ids import unique
 from tokenmux.server.responses import error_response, json_response
 from tokenmux.server.sse import SseWriter
 
@@ -34,7 +34,7 @@ def request_id(request: web.Request) -> str:
     rid: str | None = request.get("request_id")
     if rid is None:
         given = request.headers.get("X-Request-Id")
-        rid = given if given and _REQUEST_ID.fullmatch(given) else "req_" + secrets.token_hex(12)
+        rid = given if given and _REQUEST_ID.fullmatch(given) else unique("req_")
         request["request_id"] = rid
     return rid
 
