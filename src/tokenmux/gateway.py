@@ -19,9 +19,10 @@ from tokenmux.config import Config
 from tokenmux.db import connect
 from tokenmux.ledger import LedgerWriter
 from tokenmux.limits import MemoryLimiter
-from tokenmux.providers import adapter_for
+from tokenmux.providers import FAN_OUT, adapter_for
 from tokenmux.providers.base import Provider
 from tokenmux.providers.echo import EchoProvider
+from tokenmux.providers.fanout import FanOut
 from tokenmux.routing import Catalog
 from tokenmux.routing.catalog import ECHO_PROVIDER
 from tokenmux.upstream import HttpProvider, new_session
@@ -98,6 +99,7 @@ def build(config: Config, *, engine: Engine | None = None) -> Gateway:
     )
     providers: dict[str, Provider] = {ECHO_PROVIDER: EchoProvider()}
     for name, provider in config.providers.items():
-        providers[name] = HttpProvider(gateway.session, adapter_for(provider))
+        http = HttpProvider(gateway.session, adapter_for(provider))
+        providers[name] = FanOut(http) if provider.kind in FAN_OUT else http
     gateway.providers = providers
     return gateway

@@ -23,7 +23,6 @@ abandoned, so tests can assert what went upstream and what the gateway did to it
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
+
+from tests.fakes.server import LoopbackServer
 
 REPLY = "Hello from the fake upstream, here to help"
 
@@ -44,7 +45,7 @@ class Received:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     host: str = "127.0.0.1"
     port: int = 0
     received: list[Received] = field(default_factory=list)
@@ -56,37 +57,8 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> FakeOpenAI:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        async def boot() -> None:
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self._handle)
-            # Handlers of requests whose client left are cancelled, as a real server's are, and
-            # a stop does not wait on stalls that nobody is listening to any more.
-            self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                                         shutdown_timeout=1)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self.port)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(boot())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, daemon=True, name="fake-openai")
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._handle)
 
     def last(self) -> Received:
         return self.received[-1]

@@ -30,6 +30,9 @@ class Provider(Strict):
     timeout: float = Field(180.0, gt=0, description="seconds one upstream attempt may take")
     # Which price table to read (a genai-prices provider id); guessed from base_url when absent.
     price_provider: str | None = None
+    # Request fields this provider cannot honour that the gateway should drop rather than
+    # refuse with a 400 (kinds anthropic and gemini), e.g. [temperature, seed].
+    ignore_params: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _default_base_url(self) -> Provider:

@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tokenmux.config.schema import Provider
+from tokenmux.providers.anthropic import AnthropicAdapter
 from tokenmux.providers.base import Adapter
 from tokenmux.providers.openai import OpenAIAdapter
 
 # Each provider kind's adapter (its default base URL is in config/schema.py).
 ADAPTERS: dict[str, Callable[[Provider], Adapter]] = {
     "openai": OpenAIAdapter,
+    "anthropic": AnthropicAdapter,
 }
+
+
+# Kinds whose API has no `n`: the gateway fans such requests out (providers/fanout.py).
+FAN_OUT = frozenset({"anthropic"})
 
 
 def adapter_for(provider: Provider) -> Adapter:

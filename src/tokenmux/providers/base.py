@@ -64,6 +64,7 @@ class StreamState:
     usage: Usage | None = None
     text: list[str] = field(default_factory=list)
     finished: bool = False
+    memo: Any = None  # the adapter's own per-stream state, when it needs some
 
 
 def counted_usage(request: ChatRequest, completion_text: str) -> Usage:

@@ -81,8 +81,9 @@ def retryable(error: GatewayError) -> bool:
 
 
 def _channel_at_fault(error: GatewayError) -> bool:
-    # An upstream turning down the request itself (400, 413, 422) says nothing of its health.
-    return not isinstance(error, UpstreamRejected) or retryable(error)
+    # An upstream turning down the request itself (400, 413, 422), or the gateway refusing it
+    # before it went out, says nothing of the channel's health.
+    return isinstance(error, UpstreamFailed) or retryable(error)
 
 
 def _backoff(policy: Routing, retry: int, error: GatewayError, rng: random.Random) -> float:

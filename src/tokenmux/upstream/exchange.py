@@ -135,7 +135,12 @@ class _Chunks:
                         self.state.finished = True
                         yield batch
                         return
-                    chunk = read_chunk(data, self._call, self.state)
+                    try:
+                        chunk = read_chunk(data, self._call, self.state)
+                    except GatewayError:
+                        if batch:
+                            yield batch  # what came before the failure is delivered, as billed
+                        raise
                     if chunk is not None:
                         batch.append(chunk)
                 yield batch

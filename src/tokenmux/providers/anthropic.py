@@ -1,0 +1,472 @@
+"""Provider kind `anthropic`: the Messages API behind the OpenAI chat completions format.
+
+Pure translation, no I/O. Requests: system and developer messages go to `system`; tool results
+become `tool_result` blocks in one user turn; same-role neighbours merge, since the API wants
+turns to alternate; images become URL or base64 sources; `response_format` becomes the native
+`output_config.format` (`json_object` as the schema "any object"). Answers come back as OpenAI
+completions and chunks, tool calls numbered densely as OpenAI clients expect.
+
+What the Messages API cannot do is refused with a 400 naming the field, never dropped unseen:
+`logprobs`, `logit_bias`, penalties, `seed`, `audio`, and sampling knobs (`temperature`, `top_p`)
+that the current API no longer takes. An operator who prefers to drop a field lists it in the
+provider's `ignore_params`. `n > 1` is served by fanning out (providers/fanout.py).
+"""
+
+from __future__ import annotations
+
+import binascii
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tokenmux.config.schema import Provider
+from tokenmux.errors import (
+    GatewayError,
+    InvalidRequest,
+    UpstreamFailed,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from tokenmux.ids import unique
+from tokenmux.providers.base import Call, StreamState, UpstreamRequest, Usage
+from tokenmux.routing.catalog import Route
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096  # the API requires a cap; this one fits every current model
+
+# stop_reason → finish_reason
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Fields with no Messages API equivalent, and the value that asks for nothing: that value, or
+# null, passes; any other is refused.
+_UNSUPPORTED: dict[str, Any] = {
+    "temperature": 1, "top_p": 1, "presence_penalty": 0, "frequency_penalty": 0,
+    "logprobs": False, "top_logprobs": 0, "logit_bias": {}, "seed": None, "audio": None,
+    "modalities": ["text"], "prediction": None, "web_search_options": None,
+    "reasoning_effort": None, "verbosity": None,
+}
+# Fields the translation reads, and OpenAI fields that mean nothing to this provider.
+_HANDLED = frozenset({
+    "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+    "stop", "tools", "tool_choice", "parallel_tool_calls", "response_format", "user", "n",
+    # OpenAI's own bookkeeping and hints, meaningless elsewhere and harmless to leave behind
+    "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key",
+})
+_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+
+class AnthropicAdapter:
+    def __init__(self, provider: Provider):
+        self.url = provider.base_url.rstrip("/") + "/v1/messages"
+        self.secret = provider.api_key
+        headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+        if provider.api_key:
+            headers["x-api-key"] = provider.api_key
+        headers.update(provider.headers)  # e.g. a newer anthropic-version, or anthropic-beta
+        self.headers = headers
+        self.ignored = frozenset(provider.ignore_params)
+
+    # ---------------------------------------------------------------- request
+
+    def build_request(self, call: Call) -> UpstreamRequest:
+        body = call.request.body
+        for name, value in body.items():
+            if name in _HANDLED or name in self.ignored:
+                continue
+            if name in _UNSUPPORTED:
+                if value is not None and value != _UNSUPPORTED[name]:
+                    raise InvalidRequest(
+                        f"'{name}' cannot be honoured by model '{call.route.model}' (an "
+                        "Anthropic channel has no such parameter); leave it out.", param=name)
+                continue
+            raise InvalidRequest(
+                f"'{name}' is not supported by model '{call.route.model}' (an Anthropic "
+                "channel); leave it out.", param=name)
+        system, messages = _messages(body["messages"])
+        out: dict[str, Any] = {
+            "model": call.route.upstream_model,
+            "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
+            or DEFAULT_MAX_TOKENS,
+            "messages": messages,
+        }
+        if system:
+            out["system"] = system
+        if (stop := body.get("stop")) is not None:
+            out["stop_sequences"] = _stop_sequences(stop)
+        if body.get("tools"):
+            out["tools"] = [_tool(t, i) for i, t in enumerate(body["tools"])]
+        if (choice := _tool_choice(body)) is not None:
+            out["tool_choice"] = choice
+        if (fmt := _output_format(body.get("response_format"))) is not None:
+            out["output_config"] = {"format": fmt}
+        if user := body.get("user") or body.get("safety_identifier"):
+            out["metadata"] = {"user_id": str(user)}
+        if call.request.stream:
+            out["stream"] = True
+        return UpstreamRequest(self.url, self.headers, orjson.dumps(out))
+
+    # ---------------------------------------------------------------- answers
+
+    def read_completion(self, raw: bytes, route: Route) -> tuple[dict[str, Any], Usage | None]:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamFailed(
+                f"The upstream {route.provider!r} answered with invalid JSON.") from None
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            raise UpstreamFailed(
+                f"The upstream {route.provider!r} answered without a 'content' array.")
+        text: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for block in message["content"]:
+            kind = block.get("type")
+            if kind == "text":
+                text.append(block.get("text") or "")
+            elif kind == "tool_use":
+                calls.append({"id": block["id"], "type": "function", "function": {
+                    "name": block["name"],
+                    "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+        reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None,
+                                 "refusal": None}
+        if calls:
+            reply["tool_calls"] = calls
+        usage = read_usage(message.get("usage"))
+        body = {
+            "id": _completion_id(message.get("id")),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": route.model,
+            "choices": [{"index": 0, "message": reply, "logprobs": None,
+                         "finish_reason": finish_reason(message.get("stop_reason"))}],
+        }
+        if usage is not None:
+            body["usage"] = usage.as_openai()
+        return body, usage
+
+    def read_chunk(self, data: bytes, call: Call, state: StreamState) -> dict[str, Any] | None:
+        name = call.route.provider
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamFailed(
+                f"The upstream {name!r} sent a stream event that is not JSON.") from None
+        if not isinstance(event, dict):
+            raise UpstreamFailed(f"The upstream {name!r} sent a malformed stream event.")
+        kind = event.get("type")
+        memo = state.memo
+        if memo is None:
+            memo = state.memo = _Stream(int(time.time()))
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                text = delta.get("text") or ""
+                state.text.append(text)
+                return memo.chunk(call, {"content": text})
+            if delta.get("type") == "input_json_delta":
+                index = memo.tools.get(event.get("index"))
+                if index is None or not delta.get("partial_json"):
+                    return None
+                return memo.chunk(call, {"tool_calls": [
+                    {"index": index, "function": {"arguments": delta["partial_json"]}}]})
+            return None  # thinking and signatures stay with the provider
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") != "tool_use":
+                return None
+            index = memo.tools[event.get("index")] = len(memo.tools)
+            return memo.chunk(call, {"tool_calls": [{
+                "index": index, "id": block.get("id"), "type": "function",
+                "function": {"name": block.get("name"), "arguments": ""}}]})
+        if kind == "message_start":
+            message = event.get("message") or {}
+            memo.id = _completion_id(message.get("id"))
+            memo.usage = message.get("usage") or {}
+            return memo.chunk(call, {"role": "assistant", "content": ""})
+        if kind == "message_delta":
+            usage = {**memo.usage, **{k: v for k, v in (event.get("usage") or {}).items()
+                                      if v is not None}}
+            state.usage = read_usage(usage)
+            reason = (event.get("delta") or {}).get("stop_reason")
+            return memo.chunk(call, {}, finish_reason(reason))
+        if kind == "message_stop":
+            state.finished = True
+            return None
+        if kind == "error":
+            error = event.get("error") or {}
+            raise UpstreamFailed(f"The upstream {name!r} failed mid-stream: "
+                                 f"{self._scrub(error.get('message')) or error.get('type')}")
+        return None  # ping, content_block_stop, and event types newer than this code
+
+    def read_error(self, status: int, raw: bytes, route: Route,
+                   retry_after: str | None) -> GatewayError:
+        kind, message = _error_fields(raw)
+        message = self._scrub(message)
+        name = route.provider
+        if status in (400, 413, 422):
+            return UpstreamRejected(message or f"The upstream {name!r} rejected the request.",
+                                    status=status, code=kind)
+        if status == 429:
+            return UpstreamRejected(
+                message or f"The upstream {name!r} is rate limiting the gateway.", status=429,
+                code="upstream_rate_limited", retry_after=retry_after)
+        if status in (401, 402, 403):
+            return UpstreamFailed(
+                f"The upstream {name!r} refused the gateway's credentials or account (HTTP "
+                f"{status}{', ' + kind if kind else ''}); check the provider's api_key.",
+                retryable=False)
+        if status == 404:
+            return UpstreamFailed(
+                f"The upstream {name!r} does not serve model {route.upstream_model!r} "
+                "(HTTP 404); check the channel's model.", retryable=False)
+        if status in (408, 504) or kind == "timeout_error":
+            return UpstreamTimeout(f"The upstream {name!r} timed out (HTTP {status}).")
+        detail = f": {message}" if message else ""
+        return UpstreamFailed(f"The upstream {name!r} failed with HTTP {status}{detail}")
+
+    def _scrub(self, message: str | None) -> str | None:
+        if self.secret and message:
+            return message.replace(self.secret, "***")
+        return message
+
+
+@dataclass(slots=True)
+class _Stream:
+    """One stream's translation state."""
+
+    created: int
+    id: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    tools: dict[Any, int] = field(default_factory=dict)  # content block index → tool call index
+
+    def chunk(self, call: Call, delta: dict[str, Any],
+              reason: str | None = None) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": call.route.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                             "finish_reason": reason}]}
+
+
+def finish_reason(stop_reason: str | None) -> str | None:
+    if stop_reason is None:
+        return None
+    return FINISH_REASONS.get(stop_reason, "stop")
+
+
+def read_usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict) or "output_tokens" not in raw:
+        return None
+    # Anthropic's input_tokens leaves out cache reads and writes; OpenAI's prompt_tokens has all.
+    cached = int(raw.get("cache_read_input_tokens") or 0)
+    written = int(raw.get("cache_creation_input_tokens") or 0)
+    return Usage(prompt_tokens=int(raw.get("input_tokens") or 0) + cached + written,
+                 completion_tokens=int(raw.get("output_tokens") or 0), cached_tokens=cached)
+
+
+def _completion_id(message_id: Any) -> str:
+    return f"chatcmpl-{message_id}" if message_id else unique("chatcmpl-")
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if turns and turns[-1]["role"] == role:
+            previous = turns[-1]["content"]
+            # A tool's result must come first in the turn after the call.
+            if blocks[0]["type"] == "tool_result":
+                results = [b for b in previous if b["type"] == "tool_result"]
+                others = [b for b in previous if b["type"] != "tool_result"]
+                turns[-1]["content"] = results + blocks + others
+            else:
+                previous.extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+
+    for i, message in enumerate(messages):
+        role = message["role"]
+        where = f"messages[{i}]"
+        if role in ("system", "developer"):
+            system.extend(_text_blocks(message.get("content"), where))
+        elif role == "user":
+            add("user", _user_blocks(message.get("content"), where))
+        elif role == "assistant":
+            blocks = _text_blocks(message.get("content"), where)
+            for j, tool_call in enumerate(message.get("tool_calls") or ()):
+                blocks.append(_tool_use(tool_call, f"{where}.tool_calls[{j}]"))
+            add("assistant", blocks)
+        elif role == "tool":
+            text = "".join(b["text"] for b in _text_blocks(message.get("content"), where))
+            result: dict[str, Any] = {"type": "tool_result",
+                                      "tool_use_id": message["tool_call_id"]}
+            if text:
+                result["content"] = text
+            add("user", [result])
+        else:
+            raise InvalidRequest(f"Role '{role}' is not supported by Anthropic channels.",
+                                 param=f"{where}.role")
+    if not turns:
+        raise InvalidRequest("An Anthropic channel needs at least one user or assistant "
+                             "message besides system messages.", param="messages")
+    return system, turns
+
+
+def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    if content is None or content == "":
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    blocks = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        if kind in ("text", "refusal"):
+            if text := part.get(kind):  # the API refuses empty text blocks
+                blocks.append({"type": "text", "text": text})
+        else:
+            raise InvalidRequest(f"Content parts of type '{kind}' cannot go in this message on "
+                                 "an Anthropic channel.", param=f"{where}.content[{j}]")
+    return blocks
+
+
+def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(content, list):
+        return _text_blocks(content, where)
+    blocks = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text":
+            if part.get("text"):
+                blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            blocks.append(_image(part.get("image_url") or {}, f"{where}.content[{j}]"))
+        else:
+            raise InvalidRequest(f"Content parts of type '{kind}' are not supported by "
+                                 "Anthropic channels.", param=f"{where}.content[{j}]")
+    return blocks
+
+
+def _image(image: dict[str, Any], where: str) -> dict[str, Any]:
+    url = image.get("url") or ""
+    if url.startswith(("https://", "http://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    if url.startswith("data:"):
+        header, _, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if encoding != "base64" or media_type not in _MEDIA_TYPES:
+            raise InvalidRequest("An image data URL must be base64 JPEG, PNG, GIF or WebP "
+                                 f"for an Anthropic channel; got '{header}'.",
+                                 param=f"{where}.image_url.url")
+        try:
+            binascii.a2b_base64(data[:64] + "=" * (-len(data[:64]) % 4))
+        except binascii.Error:
+            raise InvalidRequest("The image data URL is not valid base64.",
+                                 param=f"{where}.image_url.url") from None
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type,
+                                            "data": data}}
+    raise InvalidRequest("An image URL must be http(s) or a base64 data URL.",
+                         param=f"{where}.image_url.url")
+
+
+def _tool_use(tool_call: dict[str, Any], where: str) -> dict[str, Any]:
+    function = tool_call.get("function") or {}
+    try:
+        arguments = orjson.loads(function.get("arguments") or "{}")
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("Tool call arguments must be a JSON object encoded as a string.",
+                             param=f"{where}.function.arguments") from None
+    if not isinstance(arguments, dict):
+        raise InvalidRequest("Tool call arguments must be a JSON object.",
+                             param=f"{where}.function.arguments")
+    return {"type": "tool_use", "id": tool_call.get("id"), "name": function.get("name"),
+            "input": arguments}
+
+
+# ---------------------------------------------------------------- options
+
+
+def _stop_sequences(stop: Any) -> list[str]:
+    sequences = [stop] if isinstance(stop, str) else list(stop)
+    for sequence in sequences:
+        if not sequence.strip():
+            raise InvalidRequest("Anthropic channels refuse stop sequences made only of "
+                                 "whitespace.", param="stop")
+    return sequences
+
+
+def _tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
+    function = tool.get("function") if tool.get("type") == "function" else None
+    if not isinstance(function, dict) or not function.get("name"):
+        raise InvalidRequest("Each tool must be {type: 'function', function: {name, ...}}.",
+                             param=f"tools[{i}]")
+    out = {"name": function["name"],
+           "input_schema": function.get("parameters") or {"type": "object", "properties": {}}}
+    if function.get("description"):
+        out["description"] = function["description"]
+    if function.get("strict") is not None:
+        out["strict"] = bool(function["strict"])
+    return out
+
+
+def _tool_choice(body: dict[str, Any]) -> dict[str, Any] | None:
+    choice = body.get("tool_choice")
+    parallel = body.get("parallel_tool_calls")
+    if choice is None and parallel is not False:
+        return None
+    if choice is None or choice == "auto":
+        out: dict[str, Any] = {"type": "auto"}
+    elif choice == "none":
+        return {"type": "none"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif isinstance(choice, dict) and (choice.get("function") or {}).get("name"):
+        out = {"type": "tool", "name": choice["function"]["name"]}
+    else:
+        raise InvalidRequest("'tool_choice' must be 'none', 'auto', 'required' or "
+                             "{type: 'function', function: {name}}.", param="tool_choice")
+    if parallel is False:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _output_format(response_format: Any) -> dict[str, Any] | None:
+    if not response_format or response_format.get("type") == "text":
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        # "Any JSON object" is itself a schema, so the native structured output serves it.
+        return {"type": "json_schema", "schema": {"type": "object"}}
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise InvalidRequest("'response_format.json_schema.schema' is required by Anthropic "
+                                 "channels.", param="response_format.json_schema.schema")
+        return {"type": "json_schema", "schema": schema}
+    raise InvalidRequest(f"'response_format' type '{kind}' is not supported.",
+                         param="response_format")
+
+
+def _error_fields(raw: bytes) -> tuple[str | None, str | None]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return (str(error.get("type")) if error.get("type") else None,
+                str(error.get("message") or "") or None)
+    return None, None
