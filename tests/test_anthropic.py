@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import textwrap
 from collections.abc import Iterator
 
@@ -376,3 +377,24 @@ def test_the_provider_key_never_reaches_the_client(gateway, claude):
     listing = gateway.client().models.list()
     assert claude.api_key not in str([m.model_dump() for m in listing.data])
     assert not claude.rejected, claude.rejected  # no request the API would refuse went out
+
+
+def test_without_a_config_the_anthropic_key_alone_serves_the_shipped_claude(tmp_path, claude):
+    running = Gateway(tmp_path, None)
+    running.env.update(ANTHROPIC_API_KEY=claude.api_key, ANTHROPIC_BASE_URL=claude.base_url,
+                       TOKENMUX_ADMIN_KEY=ADMIN_KEY)
+    running.start()
+    try:
+        models = {m.id: m for m in running.client().models.list()}
+        assert "claude-sonnet-4-5" in models and "gpt-4.1" not in models
+        assert "json" in models["claude-sonnet-4-5"].model_extra["capabilities"]
+        raw = running.client().chat.completions.with_raw_response.create(
+            model="claude-sonnet-4-5@20250929", messages=user("Say hello"))
+        assert raw.parse().choices[0].message.content == REPLY
+        assert claude.last().body["model"] == "claude-sonnet-4-5-20250929"
+    finally:
+        running.stop()
+    with sqlite3.connect(tmp_path / "tokenmux.db") as db:  # the default database, in the cwd
+        [(cost,)] = db.execute("SELECT cost_usd FROM usage WHERE request_id = ?",
+                               (raw.headers["x-request-id"],)).fetchall()
+    assert float(cost) > 0  # the shipped catalog names Anthropic's price table
