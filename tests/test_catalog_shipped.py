@@ -80,7 +80,7 @@ def test_a_versioned_name_is_the_same_model_pinned_to_its_snapshot():
     assert sonnet is catalog.resolve("claude-sonnet-4-5")
     assert [r.upstream_model for r in sonnet.routes] == ["claude-sonnet-4-5-20250929"]
     assert (sonnet.context_window, sonnet.max_output) == (200_000, 64_000)
-    assert sonnet.capabilities == ("tools", "vision", "reasoning")
+    assert sonnet.capabilities == ("tools", "vision", "json", "reasoning")
     gpt = catalog.resolve("gpt-4.1@2025-04-14")
     assert gpt.name == "gpt-4.1"
     assert [r.upstream_model for r in gpt.routes] == ["gpt-4.1-2025-04-14"]

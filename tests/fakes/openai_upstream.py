@@ -12,6 +12,9 @@ It answers like OpenAI unless the last user message starts with a command:
     @slow SECONDS     (stream) wait that long between chunks
     @nousage          leave usage out of the answer
     @leak             answer 400 with the received Authorization header in the message
+    @call NAME JSON   call tool NAME with arguments JSON (streamed in fragments)
+
+After a tool result (the last message has role `tool`) it answers FINAL_ANSWER.
 
 `standing` gives an upstream model a command of its own, obeyed by every request for that model
 that carries none, until the test changes it: a channel that keeps failing, or recovers.
@@ -34,6 +37,7 @@ from multidict import CIMultiDict
 from tests.fakes.server import LoopbackServer
 
 REPLY = "Hello from the fake upstream, here to help"
+FINAL_ANSWER = "It is sunny in Paris"
 
 
 @dataclass
@@ -71,6 +75,8 @@ class FakeOpenAI(LoopbackServer):
         if not text.startswith("@"):
             text = self.standing.get(body.get("model", ""), "")
         command, _, arg = text.partition(" ") if text.startswith("@") else ("", "", "")
+        if (body.get("messages") or [{}])[-1].get("role") == "tool":
+            command, arg = "@tool-results", ""
         if command == "@stall":
             try:
                 await asyncio.sleep(float(arg))
@@ -100,7 +106,7 @@ class FakeOpenAI(LoopbackServer):
             return web.Response(text="<html>upstream broke</html>", content_type="text/html")
         if body.get("stream"):
             return await self._stream(request, body, command, arg)
-        return web.json_response(_completion(body, with_usage=command != "@nousage"))
+        return web.json_response(_completion(body, command, arg))
 
     async def _stream(self, request: web.Request, body: dict[str, Any], command: str,
                       arg: str) -> web.StreamResponse:
@@ -116,10 +122,23 @@ class FakeOpenAI(LoopbackServer):
         async def send(event: dict[str, Any]) -> None:
             await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
 
-        words = _reply_words()
+        words = _reply_words(command)
+        reason = "stop"
         try:
             await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
                         "content": ""}, "logprobs": None, "finish_reason": None}]})
+            if command == "@call":
+                words, reason = [], "tool_calls"
+                call = _tool_call(arg)
+                arguments = call["function"]["arguments"]
+                deltas = [{**call, "function": {"name": call["function"]["name"],
+                                                "arguments": ""}}]
+                deltas += [{"index": 0, "function": {"arguments": arguments[i:i + 6]}}
+                           for i in range(0, len(arguments), 6)]
+                for delta in deltas:
+                    await send({**base, "choices": [{"index": 0, "delta": {
+                        "tool_calls": [{"index": 0, **delta}]}, "logprobs": None,
+                        "finish_reason": None}]})
             for i, word in enumerate(words):
                 if command == "@drop" and i == int(arg):
                     request.transport.close()  # type: ignore[union-attr]
@@ -132,7 +151,7 @@ class FakeOpenAI(LoopbackServer):
                 await send({**base, "choices": [{"index": 0, "delta": {"content": word},
                             "logprobs": None, "finish_reason": None}]})
             await send({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                        "finish_reason": "stop"}]})
+                        "finish_reason": reason}]})
             if include_usage and command != "@nousage":
                 await send({**base, "choices": [], "usage": _usage(body, len(words))})
             await response.write(b"data: [DONE]\n\n")
@@ -142,9 +161,15 @@ class FakeOpenAI(LoopbackServer):
         return response
 
 
-def _reply_words() -> list[str]:
-    words = REPLY.split(" ")
+def _reply_words(command: str = "") -> list[str]:
+    words = (FINAL_ANSWER if command == "@tool-results" else REPLY).split(" ")
     return [words[0], *(" " + w for w in words[1:])]
+
+
+def _tool_call(arg: str) -> dict[str, Any]:
+    name, _, arguments = arg.partition(" ")
+    return {"id": "call_fake01", "type": "function",
+            "function": {"name": name, "arguments": arguments or "{}"}}
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -165,16 +190,22 @@ def _usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
 
 
-def _completion(body: dict[str, Any], *, with_usage: bool) -> dict[str, Any]:
+def _completion(body: dict[str, Any], command: str, arg: str) -> dict[str, Any]:
     n = int(body.get("n") or 1)
+    words = _reply_words(command)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(words),
+                               "refusal": None, "annotations": []}
+    reason = "stop"
+    if command == "@call":
+        message.update(content=None, tool_calls=[_tool_call(arg)])
+        reason = "tool_calls"
     answer: dict[str, Any] = {
         "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
         "model": body["model"], "system_fingerprint": "fp_fake",
-        "choices": [{"index": i, "message": {"role": "assistant", "content": REPLY,
-                                             "refusal": None, "annotations": []},
-                     "logprobs": None, "finish_reason": "stop"} for i in range(n)],
+        "choices": [{"index": i, "message": message, "logprobs": None, "finish_reason": reason}
+                    for i in range(n)],
         "service_tier": "default",
     }
-    if with_usage:
-        answer["usage"] = _usage(body, len(_reply_words()) * n)
+    if command != "@nousage":
+        answer["usage"] = _usage(body, len(words) * n)
     return answer

@@ -241,5 +241,5 @@ async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing
         attempts.route, attempts.gate = winner, winner.gate
         return result
     assert last is not None
-    last.retries_spent = True
+    last.retries_spent = attempts.count > 1  # with one attempt, the client's retry is the only one
     raise last
