@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from abc import ABC, abstractmethod
 from typing import Self
 
 from aiohttp import web
 
 
-class LoopbackServer:
+class LoopbackServer(ABC):
     host = "127.0.0.1"
     port = 0
 
+    @abstractmethod
     def routes(self, app: web.Application) -> None:
-        raise NotImplementedError
+        """Adds the provider's endpoints to the app."""
 
     def start(self) -> Self:
         ready = threading.Event()
