@@ -14,7 +14,6 @@ provider's `ignore_params`. `n > 1` is served by fanning out (providers/fanout.p
 
 from __future__ import annotations
 
-import binascii
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +30,19 @@ from tokenmux.errors import (
 )
 from tokenmux.ids import unique
 from tokenmux.providers.base import Call, StreamState, UpstreamRequest, Usage
+from tokenmux.providers.translate import (
+    check_fields,
+    data_url,
+    functions,
+    load_answer,
+    scrub,
+    text_parts,
+    tool_arguments,
+    tool_choice_name,
+)
 from tokenmux.routing.catalog import Route
 
+API = "Anthropic"
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the API requires a cap; this one fits every current model
 
@@ -55,12 +65,9 @@ _UNSUPPORTED: dict[str, Any] = {
     "modalities": ["text"], "prediction": None, "web_search_options": None,
     "reasoning_effort": None, "verbosity": None,
 }
-# Fields the translation reads, and OpenAI fields that mean nothing to this provider.
 _HANDLED = frozenset({
-    "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
-    "stop", "tools", "tool_choice", "parallel_tool_calls", "response_format", "user", "n",
-    # OpenAI's own bookkeeping and hints, meaningless elsewhere and harmless to leave behind
-    "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key",
+    "model", "messages", "stream", "max_tokens", "max_completion_tokens", "stop", "tools",
+    "tool_choice", "parallel_tool_calls", "response_format", "user", "n",
 })
 _MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
@@ -80,18 +87,7 @@ class AnthropicAdapter:
 
     def build_request(self, call: Call) -> UpstreamRequest:
         body = call.request.body
-        for name, value in body.items():
-            if name in _HANDLED or name in self.ignored:
-                continue
-            if name in _UNSUPPORTED:
-                if value is not None and value != _UNSUPPORTED[name]:
-                    raise InvalidRequest(
-                        f"'{name}' cannot be honoured by model '{call.route.model}' (an "
-                        "Anthropic channel has no such parameter); leave it out.", param=name)
-                continue
-            raise InvalidRequest(
-                f"'{name}' is not supported by model '{call.route.model}' (an Anthropic "
-                "channel); leave it out.", param=name)
+        check_fields(body, call.route, _HANDLED, _UNSUPPORTED, self.ignored, API)
         system, messages = _messages(body["messages"])
         out: dict[str, Any] = {
             "model": call.route.upstream_model,
@@ -104,7 +100,7 @@ class AnthropicAdapter:
         if (stop := body.get("stop")) is not None:
             out["stop_sequences"] = _stop_sequences(stop)
         if body.get("tools"):
-            out["tools"] = [_tool(t, i) for i, t in enumerate(body["tools"])]
+            out["tools"] = [_tool(f) for f in functions(body["tools"])]
         if (choice := _tool_choice(body)) is not None:
             out["tool_choice"] = choice
         if (fmt := _output_format(body.get("response_format"))) is not None:
@@ -118,11 +114,7 @@ class AnthropicAdapter:
     # ---------------------------------------------------------------- answers
 
     def read_completion(self, raw: bytes, route: Route) -> tuple[dict[str, Any], Usage | None]:
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailed(
-                f"The upstream {route.provider!r} answered with invalid JSON.") from None
+        message = load_answer(raw, route)
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             raise UpstreamFailed(
                 f"The upstream {route.provider!r} answered without a 'content' array.")
@@ -155,11 +147,7 @@ class AnthropicAdapter:
 
     def read_chunk(self, data: bytes, call: Call, state: StreamState) -> dict[str, Any] | None:
         name = call.route.provider
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailed(
-                f"The upstream {name!r} sent a stream event that is not JSON.") from None
+        event = load_answer(data, call.route, "sent a stream event that is not JSON")
         if not isinstance(event, dict):
             raise UpstreamFailed(f"The upstream {name!r} sent a malformed stream event.")
         kind = event.get("type")
@@ -204,13 +192,13 @@ class AnthropicAdapter:
         if kind == "error":
             error = event.get("error") or {}
             raise UpstreamFailed(f"The upstream {name!r} failed mid-stream: "
-                                 f"{self._scrub(error.get('message')) or error.get('type')}")
+                                 f"{scrub(error.get('message'), self.secret) or error.get('type')}")
         return None  # ping, content_block_stop, and event types newer than this code
 
     def read_error(self, status: int, raw: bytes, route: Route,
                    retry_after: str | None) -> GatewayError:
         kind, message = _error_fields(raw)
-        message = self._scrub(message)
+        message = scrub(message, self.secret)
         name = route.provider
         if status in (400, 413, 422):
             return UpstreamRejected(message or f"The upstream {name!r} rejected the request.",
@@ -232,11 +220,6 @@ class AnthropicAdapter:
             return UpstreamTimeout(f"The upstream {name!r} timed out (HTTP {status}).")
         detail = f": {message}" if message else ""
         return UpstreamFailed(f"The upstream {name!r} failed with HTTP {status}{detail}")
-
-    def _scrub(self, message: str | None) -> str | None:
-        if self.secret and message:
-            return message.replace(self.secret, "***")
-        return message
 
 
 @dataclass(slots=True)
@@ -327,20 +310,8 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
 
 
 def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
-    if content is None or content == "":
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    blocks = []
-    for j, part in enumerate(content):
-        kind = part.get("type")
-        if kind in ("text", "refusal"):
-            if text := part.get(kind):  # the API refuses empty text blocks
-                blocks.append({"type": "text", "text": text})
-        else:
-            raise InvalidRequest(f"Content parts of type '{kind}' cannot go in this message on "
-                                 "an Anthropic channel.", param=f"{where}.content[{j}]")
-    return blocks
+    # The API refuses empty text blocks, which text_parts leaves out.
+    return [{"type": "text", "text": text} for text in text_parts(content, where, API)]
 
 
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
@@ -365,17 +336,7 @@ def _image(image: dict[str, Any], where: str) -> dict[str, Any]:
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     if url.startswith("data:"):
-        header, _, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if encoding != "base64" or media_type not in _MEDIA_TYPES:
-            raise InvalidRequest("An image data URL must be base64 JPEG, PNG, GIF or WebP "
-                                 f"for an Anthropic channel; got '{header}'.",
-                                 param=f"{where}.image_url.url")
-        try:
-            binascii.a2b_base64(data[:64] + "=" * (-len(data[:64]) % 4))
-        except binascii.Error:
-            raise InvalidRequest("The image data URL is not valid base64.",
-                                 param=f"{where}.image_url.url") from None
+        media_type, data = data_url(url, where, _MEDIA_TYPES, API)
         return {"type": "image", "source": {"type": "base64", "media_type": media_type,
                                             "data": data}}
     raise InvalidRequest("An image URL must be http(s) or a base64 data URL.",
@@ -383,17 +344,9 @@ def _image(image: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _tool_use(tool_call: dict[str, Any], where: str) -> dict[str, Any]:
-    function = tool_call.get("function") or {}
-    try:
-        arguments = orjson.loads(function.get("arguments") or "{}")
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("Tool call arguments must be a JSON object encoded as a string.",
-                             param=f"{where}.function.arguments") from None
-    if not isinstance(arguments, dict):
-        raise InvalidRequest("Tool call arguments must be a JSON object.",
-                             param=f"{where}.function.arguments")
-    return {"type": "tool_use", "id": tool_call.get("id"), "name": function.get("name"),
-            "input": arguments}
+    return {"type": "tool_use", "id": tool_call.get("id"),
+            "name": (tool_call.get("function") or {}).get("name"),
+            "input": tool_arguments(tool_call, where)}
 
 
 # ---------------------------------------------------------------- options
@@ -408,11 +361,7 @@ def _stop_sequences(stop: Any) -> list[str]:
     return sequences
 
 
-def _tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
-    function = tool.get("function") if tool.get("type") == "function" else None
-    if not isinstance(function, dict) or not function.get("name"):
-        raise InvalidRequest("Each tool must be {type: 'function', function: {name, ...}}.",
-                             param=f"tools[{i}]")
+def _tool(function: dict[str, Any]) -> dict[str, Any]:
     out = {"name": function["name"],
            "input_schema": function.get("parameters") or {"type": "object", "properties": {}}}
     if function.get("description"):
@@ -427,17 +376,13 @@ def _tool_choice(body: dict[str, Any]) -> dict[str, Any] | None:
     parallel = body.get("parallel_tool_calls")
     if choice is None and parallel is not False:
         return None
-    if choice is None or choice == "auto":
-        out: dict[str, Any] = {"type": "auto"}
+    name = tool_choice_name(choice)
+    if name is not None:
+        out: dict[str, Any] = {"type": "tool", "name": name}
     elif choice == "none":
         return {"type": "none"}
-    elif choice == "required":
-        out = {"type": "any"}
-    elif isinstance(choice, dict) and (choice.get("function") or {}).get("name"):
-        out = {"type": "tool", "name": choice["function"]["name"]}
     else:
-        raise InvalidRequest("'tool_choice' must be 'none', 'auto', 'required' or "
-                             "{type: 'function', function: {name}}.", param="tool_choice")
+        out = {"type": "any" if choice == "required" else "auto"}
     if parallel is False:
         out["disable_parallel_tool_use"] = True
     return out

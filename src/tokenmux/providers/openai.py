@@ -14,6 +14,7 @@ import orjson
 from tokenmux.config.schema import Provider
 from tokenmux.errors import GatewayError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
 from tokenmux.providers.base import Call, StreamState, UpstreamRequest, Usage
+from tokenmux.providers.translate import load_answer, scrub
 from tokenmux.routing.catalog import Route
 
 
@@ -36,11 +37,7 @@ class OpenAIAdapter:
         return UpstreamRequest(self.url, self.headers, orjson.dumps(body))
 
     def read_completion(self, raw: bytes, route: Route) -> tuple[dict[str, Any], Usage | None]:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailed(
-                f"The upstream {route.provider!r} answered with invalid JSON.") from None
+        body = load_answer(raw, route)
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             raise UpstreamFailed(
                 f"The upstream {route.provider!r} answered without a 'choices' array.")
@@ -50,11 +47,7 @@ class OpenAIAdapter:
     def read_chunk(self, data: bytes, call: Call, state: StreamState) -> dict[str, Any] | None:
         """One SSE `data` payload in, the chunk to forward out (None: nothing to forward)."""
         name = call.route.provider
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailed(
-                f"The upstream {name!r} sent a stream event that is not JSON.") from None
+        chunk = load_answer(data, call.route, "sent a stream event that is not JSON")
         if not isinstance(chunk, dict):
             raise UpstreamFailed(f"The upstream {name!r} sent a malformed stream event.")
         if error := chunk.get("error"):
@@ -80,8 +73,7 @@ class OpenAIAdapter:
                    retry_after: str | None) -> GatewayError:
         """Maps an upstream's non-2xx answer to what the client should see."""
         message, param, code = _error_fields(raw)
-        if self.secret and message:
-            message = message.replace(self.secret, "***")
+        message = scrub(message, self.secret)
         name = route.provider
         if status in (400, 413, 422):
             return UpstreamRejected(message or f"The upstream {name!r} rejected the request.",

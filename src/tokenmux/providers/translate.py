@@ -1,0 +1,113 @@
+"""Pieces every native translation needs: reading an OpenAI request's parts, refusing what a
+provider cannot honour, and reading a provider's answer as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import orjson
+
+from tokenmux.errors import InvalidRequest, UpstreamFailed
+from tokenmux.routing.catalog import Route
+
+# OpenAI's own bookkeeping and hints: meaningless to other providers, harmless to leave behind.
+OPENAI_ONLY = frozenset({"metadata", "store", "service_tier", "safety_identifier",
+                         "prompt_cache_key", "stream_options"})
+
+
+def check_fields(body: Mapping[str, Any], route: Route, handled: Collection[str],
+                 unsupported: Mapping[str, Any], ignored: Collection[str], api: str) -> None:
+    """Refuses, with a 400 naming it, any field the provider cannot honour: an unknown one, or
+    an unsupported one set to anything but the value that asks for nothing."""
+    for name, value in body.items():
+        if name in handled or name in OPENAI_ONLY or name in ignored:
+            continue
+        if name in unsupported:
+            if value is None or value == unsupported[name]:
+                continue
+            raise InvalidRequest(f"'{name}' cannot be honoured by model '{route.model}' (a "
+                                 f"{api} channel has no such parameter); leave it out.",
+                                 param=name)
+        raise InvalidRequest(f"'{name}' is not supported by model '{route.model}' (a {api} "
+                             "channel); leave it out.", param=name)
+
+
+def text_parts(content: Any, where: str, api: str) -> list[str]:
+    """The non-empty texts of a message's content, a string or an array of text parts."""
+    if not content:
+        return []
+    if isinstance(content, str):
+        return [content]
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        if kind not in ("text", "refusal"):
+            raise InvalidRequest(f"Content parts of type '{kind}' cannot go in this message on "
+                                 f"a {api} channel.", param=f"{where}.content[{j}]")
+        if text := part.get(kind):
+            texts.append(text)
+    return texts
+
+
+def tool_arguments(tool_call: Mapping[str, Any], where: str) -> dict[str, Any]:
+    raw = (tool_call.get("function") or {}).get("arguments") or "{}"
+    try:
+        arguments = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise InvalidRequest("Tool call arguments must be a JSON object encoded as a string.",
+                             param=f"{where}.function.arguments")
+    return arguments
+
+
+def data_url(url: str, where: str, media_types: Collection[str] | None,
+             api: str) -> tuple[str, str]:
+    """(media type, base64 data) of a `data:` URL."""
+    header, _, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if encoding != "base64" or not data or (media_types is not None
+                                            and media_type not in media_types):
+        allowed = f" of type {', '.join(sorted(media_types))}" if media_types else ""
+        raise InvalidRequest(f"An image data URL must be base64{allowed} for a {api} channel; "
+                             f"got '{header}'.", param=f"{where}.image_url.url")
+    return media_type, data
+
+
+def tool_choice_name(choice: Any) -> str | None:
+    """The function a named `tool_choice` forces; raises on a malformed choice."""
+    if choice in (None, "auto", "none", "required"):
+        return None
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if not name:
+        raise InvalidRequest("'tool_choice' must be 'none', 'auto', 'required' or "
+                             "{type: 'function', function: {name}}.", param="tool_choice")
+    return str(name)
+
+
+def functions(tools: list[Any]) -> list[dict[str, Any]]:
+    """The `function` objects of `tools`, checked."""
+    found = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if tool.get("type") != "function" or not isinstance(function, dict) \
+                or not function.get("name"):
+            raise InvalidRequest("Each tool must be {type: 'function', function: {name, ...}}.",
+                                 param=f"tools[{i}]")
+        found.append(function)
+    return found
+
+
+def load_answer(raw: bytes, route: Route, what: str = "answered with invalid JSON") -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamFailed(f"The upstream {route.provider!r} {what}.") from None
+
+
+def scrub(message: str | None, secret: str | None) -> str | None:
+    """A provider's message, without the provider's key should it echo it."""
+    if secret and message:
+        return message.replace(secret, "***")
+    return message
