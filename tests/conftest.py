@@ -60,6 +60,10 @@ def config_for(directory: Path, upstream: FakeOpenAI, extra: str = "") -> str:
             channels:
               - {{provider: dead, model: nothing, priority: 0}}
               - {{provider: fake, model: upstream-b, priority: 1}}
+          - name: refused-first
+            channels:
+              - {{provider: fake, model: refuses-credentials, priority: 0}}
+              - {{provider: fake, model: upstream-b, priority: 1}}
           - name: weighted-model
             channels:
               - {{provider: fake, model: heavy, weight: 9}}

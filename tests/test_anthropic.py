@@ -332,9 +332,9 @@ def test_cached_tokens_reach_the_client_and_the_ledger(gateway):
 @pytest.mark.parametrize(("status", "kind", "seen", "code", "attempts", "no_retry"), [
     (400, "invalid_request_error", 400, "invalid_request_error", 1, None),
     (413, "invalid_request_error", 413, "invalid_request_error", 1, None),
-    (401, "authentication_error", 502, "bad_gateway", 3, "false"),
-    (403, "permission_error", 502, "bad_gateway", 3, "false"),
-    (404, "not_found_error", 502, "bad_gateway", 3, "false"),
+    (401, "authentication_error", 502, "bad_gateway", 1, "false"),
+    (403, "permission_error", 502, "bad_gateway", 1, "false"),
+    (404, "not_found_error", 502, "bad_gateway", 1, "false"),
     (429, "rate_limit_error", 429, "upstream_rate_limited", 3, "false"),
     (500, "api_error", 502, "bad_gateway", 3, "false"),
     (529, "overloaded_error", 502, "bad_gateway", 3, "false"),
@@ -348,8 +348,9 @@ def test_error_mapping(gateway, claude, status, kind, seen, code, attempts, no_r
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == code
-    # Overloaded and server errors are retried; the request's own faults are not.
-    assert len(claude.received) - before == (1 if status in (400, 413) else attempts)
+    # Overloaded and server errors are retried; the request's own faults are not, nor is a
+    # channel that refused the gateway's credentials (it would refuse them again).
+    assert len(claude.received) - before == attempts
     assert response.headers.get("x-should-retry") == no_retry
     if status == 429:
         assert response.headers["retry-after"] == "1"

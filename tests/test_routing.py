@@ -64,6 +64,19 @@ def test_the_sdk_does_not_pile_retries_on_the_gateways_own(gateway, upstream):
     assert len(upstream.received) == before + 3  # the gateway's three, and no more
 
 
+def test_a_channel_refusing_the_credentials_is_not_asked_again(gateway, upstream):
+    upstream.standing["refuses-credentials"] = "@fail 401"
+    try:
+        before = len(upstream.received)
+        raw = gateway.client().chat.completions.with_raw_response.create(
+            model="refused-first", messages=HELLO)
+        assert raw.headers["x-tokenmux-channel"] == "fake/upstream-b"
+        assert [r.body["model"] for r in upstream.received[before:]] == [
+            "refuses-credentials", "upstream-b"]
+    finally:
+        upstream.standing.pop("refuses-credentials")
+
+
 def test_a_clients_mistake_is_never_retried(gateway, upstream):
     before = len(upstream.received)
     assert gateway.post({"model": "fake-model", "messages": say("@fail 400")}).status_code == 400

@@ -7,12 +7,14 @@ from collections.abc import Callable
 from tokenmux.config.schema import Provider
 from tokenmux.providers.anthropic import AnthropicAdapter
 from tokenmux.providers.base import Adapter
+from tokenmux.providers.gemini import GeminiAdapter
 from tokenmux.providers.openai import OpenAIAdapter
 
 # Each provider kind's adapter (its default base URL is in config/schema.py).
 ADAPTERS: dict[str, Callable[[Provider], Adapter]] = {
     "openai": OpenAIAdapter,
     "anthropic": AnthropicAdapter,
+    "gemini": GeminiAdapter,
 }
 
 

@@ -2,8 +2,9 @@
 
 Connection errors, timeouts, 408, 409, 429 and 5xx move on to the next channel in the plan (or
 the same one again when it is the only one, after an exponential backoff with jitter that honours
-an upstream `Retry-After`); an upstream's verdict on the request itself (400, 413, 422) ends the
-attempts at once. The caller's deadline bounds everything: queueing, attempts, backoffs and
+an upstream `Retry-After`); a channel that refused the gateway's credentials or does not know its
+model is dropped from the plan; an upstream's verdict on the request itself (400, 413, 422) ends
+the attempts at once. The caller's deadline bounds everything: queueing, attempts, backoffs and
 fallbacks. Every attempt's outcome feeds its channel's breaker and latency record.
 
 A ludicrous-tier attempt is hedged: when its channel has not answered by its usual 90th
@@ -236,6 +237,15 @@ async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing
             if not retryable(error):
                 raise
             last = error
+            if isinstance(error, UpstreamFailed) and not error.retryable:
+                # Bad credentials or an unknown model: another channel may serve, this one
+                # will not, however often it is asked.
+                plan = [r for r in plan if r.channel != attempts.route.channel]
+                if not plan:
+                    raise
+                n = len(plan)
+                i = i % n
+                continue
             i += attempts.count - before  # past the hedge's second channel too, if it ran
             continue
         attempts.route, attempts.gate = winner, winner.gate
