@@ -12,7 +12,7 @@ from tests.conftest import ADMIN_KEY
 def test_models_list_has_the_configured_models_and_aliases(gateway):
     models = {m.id: m for m in gateway.client().models.list()}
     assert set(models) == {"tokenmux/echo", "fake-model", "quick-model", "dead-model",
-                           "failover-model", "weighted-model", "primary-down"}
+                           "failover-model", "refused-first", "weighted-model", "primary-down"}
     fake = models["fake-model"]
     assert fake.object == "model"
     assert fake.owned_by == "fake"
