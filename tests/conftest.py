@@ -74,6 +74,14 @@ def config_for(directory: Path, upstream: FakeOpenAI, extra: str = "") -> str:
         """) + extra
 
 
+def started_gateway(directory: Path, config: str) -> Gateway:
+    """A running gateway whose config is the suite's basics (database, admin key, a quick ledger)
+    followed by CONFIG: its providers, models and routing."""
+    basics = (f"database: {directory}/gateway.db\nadmin_key: {ADMIN_KEY}\n"
+              "ledger: {flush_interval_ms: 50}\n")
+    return Gateway(directory, basics + textwrap.dedent(config)).start()
+
+
 class Gateway:
     """A `tokenmux serve` process, and the CLI and database that go with its config."""
 

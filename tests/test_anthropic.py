@@ -6,13 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-import textwrap
 from collections.abc import Iterator
 
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, Gateway, wait_until
+from tests.conftest import ADMIN_KEY, Gateway, started_gateway, wait_until
 from tests.fakes.anthropic_upstream import FINAL_ANSWER, REPLY, FakeAnthropic
 from tokenmux.providers.anthropic import finish_reason, read_usage
 
@@ -35,11 +34,7 @@ def claude() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, claude: FakeAnthropic) -> Iterator[Gateway]:
-    directory = tmp_path_factory.mktemp("anthropic")
-    config = textwrap.dedent(f"""\
-        database: {directory}/gateway.db
-        admin_key: {ADMIN_KEY}
-        ledger: {{flush_interval_ms: 50}}
+    running = started_gateway(tmp_path_factory.mktemp("anthropic"), f"""\
         routing: {{backoff_initial_ms: 10, breaker: {{failures: 1000000}}}}
         providers:
           claude: {{kind: anthropic, base_url: "{claude.base_url}", api_key: {claude.api_key},
@@ -52,7 +47,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, claude: FakeAnthropic) -> 
           - name: lenient-claude
             channels: [{{provider: claude-lenient, model: claude-haiku-4-5}}]
         """)
-    running = Gateway(directory, config).start()
     yield running
     running.stop()
 

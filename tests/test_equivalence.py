@@ -4,12 +4,11 @@ channel: equivalent answers, tool calls, streams, usage and costs from each."""
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, Gateway
+from tests.conftest import Gateway, started_gateway
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -24,11 +23,7 @@ FINAL_ANSWER = "It is sunny in Paris"  # what every fake says once it has the to
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> Iterator[Gateway]:
     claude, gemini = FakeAnthropic().start(), FakeGemini().start()
-    directory = tmp_path_factory.mktemp("equivalence")
-    config = textwrap.dedent(f"""\
-        database: {directory}/gateway.db
-        admin_key: {ADMIN_KEY}
-        ledger: {{flush_interval_ms: 50}}
+    running = started_gateway(tmp_path_factory.mktemp("equivalence"), f"""\
         providers:
           openai: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-openai,
                     price_provider: openai}}
@@ -41,7 +36,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> I
           - {{name: via-anthropic, channels: [{{provider: anthropic, model: claude-sonnet-4-5}}]}}
           - {{name: via-gemini, channels: [{{provider: gemini, model: gemini-2.5-flash}}]}}
         """)
-    running = Gateway(directory, config).start()
     yield running
     running.stop()
     claude.stop()

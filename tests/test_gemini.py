@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import textwrap
 from collections.abc import Iterator
 
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, Gateway, wait_until
+from tests.conftest import ADMIN_KEY, Gateway, started_gateway, wait_until
 from tests.fakes.gemini_upstream import FINAL_ANSWER, REPLY, SIGNATURE, FakeGemini
 from tokenmux.providers.gemini import finish_reason, read_usage
 
@@ -35,11 +34,7 @@ def gemini() -> Iterator[FakeGemini]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, gemini: FakeGemini) -> Iterator[Gateway]:
-    directory = tmp_path_factory.mktemp("gemini")
-    config = textwrap.dedent(f"""\
-        database: {directory}/gateway.db
-        admin_key: {ADMIN_KEY}
-        ledger: {{flush_interval_ms: 50}}
+    running = started_gateway(tmp_path_factory.mktemp("gemini"), f"""\
         routing: {{backoff_initial_ms: 10, breaker: {{failures: 1000000}}}}
         providers:
           google: {{kind: gemini, base_url: "{gemini.base_url}", api_key: {gemini.api_key},
@@ -48,7 +43,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, gemini: FakeGemini) -> Ite
           - name: {MODEL}
             channels: [{{provider: google, model: {MODEL}}}]
         """)
-    running = Gateway(directory, config).start()
     yield running
     running.stop()
 

@@ -11,24 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, Gateway, wait_until
+from tests.conftest import ADMIN_KEY, Gateway, started_gateway, wait_until
 from tests.fakes.openai_upstream import REPLY, FakeOpenAI
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 
 def gateway_with(directory: Path, upstream: FakeOpenAI, models: str, routing: str = "") -> Gateway:
-    config = textwrap.dedent(f"""\
-        database: {directory}/gateway.db
-        admin_key: {ADMIN_KEY}
-        ledger: {{flush_interval_ms: 50}}
+    return started_gateway(directory, textwrap.dedent(f"""\
         routing: {{{routing}}}
         providers:
           fake: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-fake}}
           priced: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-fake,
                     price_provider: openai}}
-        """) + textwrap.dedent(models)
-    return Gateway(directory, config).start()
+        """) + textwrap.dedent(models))
 
 
 @pytest.fixture(scope="module")

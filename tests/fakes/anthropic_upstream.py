@@ -33,10 +33,9 @@ from anthropic.types.message_create_params import (
     MessageCreateParamsNonStreaming,
     MessageCreateParamsStreaming,
 )
-from multidict import CIMultiDict
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from tests.fakes.server import LoopbackServer
+from tests.fakes.server import LoopbackServer, Received
 
 REPLY = "Hello from the fake Claude, glad to help"
 FINAL_ANSWER = "It is sunny in Paris"
@@ -45,12 +44,6 @@ _STRICT = ConfigDict(extra="forbid")
 _REQUEST = TypeAdapter(tuple[MessageCreateParamsNonStreaming], config=_STRICT)
 _STREAM_REQUEST = TypeAdapter(tuple[MessageCreateParamsStreaming], config=_STRICT)
 _EVENT: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
-
-
-@dataclass
-class Received:
-    headers: CIMultiDict[str]
-    body: dict[str, Any]
 
 
 @dataclass
@@ -66,16 +59,12 @@ class FakeAnthropic(LoopbackServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._handle)
 
-    def last(self) -> Received:
-        return self.received[-1]
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("x-api-key") != self.api_key:
             return _error(401, "authentication_error", "invalid x-api-key")
         if not request.headers.get("anthropic-version"):
             return _error(400, "invalid_request_error", "anthropic-version header is required")
-        body = orjson.loads(await request.read())
-        self.received.append(Received(CIMultiDict(request.headers), body))
+        body = (await self.record(request)).body
         problem = _invalid(body)
         if problem:
             self.rejected.append(problem)

@@ -31,10 +31,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 from google.genai import types
-from multidict import CIMultiDict
 from pydantic import BaseModel, ValidationError
 
-from tests.fakes.server import LoopbackServer
+from tests.fakes.server import LoopbackServer, Received
 
 REPLY = "Hello from the fake Gemini, happy to help"
 FINAL_ANSWER = "It is sunny in Paris"
@@ -55,14 +54,6 @@ _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
 
 
 @dataclass
-class Received:
-    path: str
-    query: dict[str, str]
-    headers: CIMultiDict[str]
-    body: dict[str, Any]
-
-
-@dataclass
 class FakeGemini(LoopbackServer):
     api_key: str = "AIza-fake-gemini-secret-0123456789"
     received: list[Received] = field(default_factory=list)
@@ -75,9 +66,6 @@ class FakeGemini(LoopbackServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1beta/models/{call}", self._handle)
 
-    def last(self) -> Received:
-        return self.received[-1]
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["call"].partition(":")
         if method not in ("generateContent", "streamGenerateContent"):
@@ -88,9 +76,7 @@ class FakeGemini(LoopbackServer):
         if request.headers.get("x-goog-api-key") != self.api_key or "key" in request.query:
             return _error(400, "API key not valid. Please pass a valid API key.",
                           reason="API_KEY_INVALID")
-        body = orjson.loads(await request.read())
-        self.received.append(Received(request.path, dict(request.query),
-                                      CIMultiDict(request.headers), body))
+        body = (await self.record(request)).body
         problem = _invalid(body)
         if problem:
             self.rejected.append(problem)

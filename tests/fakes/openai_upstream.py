@@ -32,20 +32,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 
-from tests.fakes.server import LoopbackServer
+from tests.fakes.server import LoopbackServer, Received
 
 REPLY = "Hello from the fake upstream, here to help"
 FINAL_ANSWER = "It is sunny in Paris"
-
-
-@dataclass
-class Received:
-    path: str
-    headers: CIMultiDict[str]  # case-insensitive, as HTTP headers are
-    body: dict[str, Any]
-    at: float  # time.monotonic() on arrival
 
 
 @dataclass
@@ -64,13 +55,8 @@ class FakeOpenAI(LoopbackServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._handle)
 
-    def last(self) -> Received:
-        return self.received[-1]
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = orjson.loads(await request.read())
-        self.received.append(Received(request.path, CIMultiDict(request.headers), body,
-                                      time.monotonic()))
+        body = (await self.record(request)).body
         text = _last_user_text(body)
         if not text.startswith("@"):
             text = self.standing.get(body.get("model", ""), "")

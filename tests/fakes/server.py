@@ -4,19 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from abc import ABC, abstractmethod
-from typing import Self
+from dataclasses import dataclass, field
+from typing import Any, Self
 
+import orjson
 from aiohttp import web
+from multidict import CIMultiDict
+
+
+@dataclass
+class Received:
+    """One request as the fake upstream saw it."""
+
+    path: str
+    headers: CIMultiDict[str]  # case-insensitive, as HTTP headers are
+    body: dict[str, Any]
+    query: dict[str, str] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
 
 
 class LoopbackServer(ABC):
     host = "127.0.0.1"
     port = 0
 
+    received: list[Received]
+
     @abstractmethod
     def routes(self, app: web.Application) -> None:
         """Adds the provider's endpoints to the app."""
+
+    async def record(self, request: web.Request) -> Received:
+        seen = Received(request.path, CIMultiDict(request.headers),
+                        orjson.loads(await request.read()), dict(request.query))
+        self.received.append(seen)
+        return seen
+
+    def last(self) -> Received:
+        return self.received[-1]
 
     def start(self) -> Self:
         ready = threading.Event()

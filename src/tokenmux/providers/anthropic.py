@@ -25,13 +25,11 @@ from tokenmux.errors import (
     GatewayError,
     InvalidRequest,
     UpstreamFailed,
-    UpstreamRejected,
-    UpstreamTimeout,
 )
-from tokenmux.ids import unique
 from tokenmux.providers.base import Call, StreamState, UpstreamRequest, Usage
 from tokenmux.providers.translate import (
     check_fields,
+    completion_id,
     data_url,
     functions,
     load_answer,
@@ -39,6 +37,7 @@ from tokenmux.providers.translate import (
     text_parts,
     tool_arguments,
     tool_choice_name,
+    upstream_error,
 )
 from tokenmux.routing.catalog import Route
 
@@ -134,7 +133,7 @@ class AnthropicAdapter:
             reply["tool_calls"] = calls
         usage = read_usage(message.get("usage"))
         body = {
-            "id": _completion_id(message.get("id")),
+            "id": completion_id(message.get("id")),
             "object": "chat.completion",
             "created": int(time.time()),
             "model": route.model,
@@ -177,7 +176,7 @@ class AnthropicAdapter:
                 "function": {"name": block.get("name"), "arguments": ""}}]})
         if kind == "message_start":
             message = event.get("message") or {}
-            memo.id = _completion_id(message.get("id"))
+            memo.id = completion_id(message.get("id"))
             memo.usage = message.get("usage") or {}
             return memo.chunk(call, {"role": "assistant", "content": ""})
         if kind == "message_delta":
@@ -198,28 +197,12 @@ class AnthropicAdapter:
     def read_error(self, status: int, raw: bytes, route: Route,
                    retry_after: str | None) -> GatewayError:
         kind, message = _error_fields(raw)
-        message = scrub(message, self.secret)
-        name = route.provider
-        if status in (400, 413, 422):
-            return UpstreamRejected(message or f"The upstream {name!r} rejected the request.",
-                                    status=status, code=kind)
-        if status == 429:
-            return UpstreamRejected(
-                message or f"The upstream {name!r} is rate limiting the gateway.", status=429,
-                code="upstream_rate_limited", retry_after=retry_after)
-        if status in (401, 402, 403):
-            return UpstreamFailed(
-                f"The upstream {name!r} refused the gateway's credentials or account (HTTP "
-                f"{status}{', ' + kind if kind else ''}); check the provider's api_key.",
-                retryable=False)
-        if status == 404:
-            return UpstreamFailed(
-                f"The upstream {name!r} does not serve model {route.upstream_model!r} "
-                "(HTTP 404); check the channel's model.", retryable=False)
-        if status in (408, 504) or kind == "timeout_error":
-            return UpstreamTimeout(f"The upstream {name!r} timed out (HTTP {status}).")
-        detail = f": {message}" if message else ""
-        return UpstreamFailed(f"The upstream {name!r} failed with HTTP {status}{detail}")
+        if kind == "timeout_error":
+            status = 504
+        # A rate limit keeps the gateway's own code: the provider's names no OpenAI client knows.
+        return upstream_error(status, route, scrub(message, self.secret),
+                              code=None if status == 429 else kind,
+                              retry_after=retry_after, credentials_refused=status == 402)
 
 
 @dataclass(slots=True)
@@ -253,10 +236,6 @@ def read_usage(raw: Any) -> Usage | None:
     written = int(raw.get("cache_creation_input_tokens") or 0)
     return Usage(prompt_tokens=int(raw.get("input_tokens") or 0) + cached + written,
                  completion_tokens=int(raw.get("output_tokens") or 0), cached_tokens=cached)
-
-
-def _completion_id(message_id: Any) -> str:
-    return f"chatcmpl-{message_id}" if message_id else unique("chatcmpl-")
 
 
 # ---------------------------------------------------------------- messages

@@ -29,13 +29,12 @@ from tokenmux.errors import (
     GatewayError,
     InvalidRequest,
     UpstreamFailed,
-    UpstreamRejected,
-    UpstreamTimeout,
 )
 from tokenmux.ids import unique
 from tokenmux.providers.base import Call, StreamState, UpstreamRequest, Usage
 from tokenmux.providers.translate import (
     check_fields,
+    completion_id,
     data_url,
     functions,
     load_answer,
@@ -43,6 +42,7 @@ from tokenmux.providers.translate import (
     text_parts,
     tool_arguments,
     tool_choice_name,
+    upstream_error,
 )
 from tokenmux.routing.catalog import Route
 
@@ -135,7 +135,7 @@ class GeminiAdapter:
                                                     "refusal": None},
                             "logprobs": None, "finish_reason": "content_filter"})
         usage = read_usage(answer.get("usageMetadata"))
-        body = {"id": _completion_id(answer.get("responseId")), "object": "chat.completion",
+        body = {"id": completion_id(answer.get("responseId")), "object": "chat.completion",
                 "created": int(time.time()), "model": route.model, "choices": choices}
         if usage is not None:
             body["usage"] = usage.as_openai()
@@ -152,7 +152,7 @@ class GeminiAdapter:
                                  f"{scrub(message, self.secret)}")
         memo = state.memo
         if memo is None:
-            memo = state.memo = _Stream(_completion_id(answer.get("responseId")),
+            memo = state.memo = _Stream(completion_id(answer.get("responseId")),
                                         int(time.time()), int(call.request.body.get("n") or 1))
         if (usage := read_usage(answer.get("usageMetadata"))) is not None:
             state.usage = usage
@@ -191,27 +191,11 @@ class GeminiAdapter:
     def read_error(self, status: int, raw: bytes, route: Route,
                    retry_after: str | None) -> GatewayError:
         reason, message = _error_fields(raw)
-        message = scrub(message, self.secret)
-        name = route.provider
-        if status in (401, 403) or reason == "API_KEY_INVALID":
-            return UpstreamFailed(
-                f"The upstream {name!r} refused the gateway's credentials (HTTP {status}); "
-                "check the provider's api_key.", retryable=False)
-        if status in (400, 413, 422):
-            return UpstreamRejected(message or f"The upstream {name!r} rejected the request.",
-                                    status=status, code=reason)
-        if status == 429:
-            return UpstreamRejected(
-                message or f"The upstream {name!r} is rate limiting the gateway.", status=429,
-                code="upstream_rate_limited", retry_after=retry_after)
-        if status == 404:
-            return UpstreamFailed(
-                f"The upstream {name!r} does not serve model {route.upstream_model!r} "
-                "(HTTP 404); check the channel's model.", retryable=False)
-        if status in (408, 504):
-            return UpstreamTimeout(f"The upstream {name!r} timed out (HTTP {status}).")
-        detail = f": {message}" if message else ""
-        return UpstreamFailed(f"The upstream {name!r} failed with HTTP {status}{detail}")
+        # A rate limit keeps the gateway's own code: the provider's names no OpenAI client knows.
+        return upstream_error(status, route, scrub(message, self.secret),
+                              code=None if status == 429 else reason,
+                              retry_after=retry_after,
+                              credentials_refused=reason == "API_KEY_INVALID")
 
 
 @dataclass(slots=True)
@@ -244,10 +228,6 @@ def read_usage(raw: Any) -> Usage | None:
                  completion_tokens=int(raw.get("candidatesTokenCount") or 0) + thoughts,
                  cached_tokens=int(raw.get("cachedContentTokenCount") or 0),
                  reasoning_tokens=thoughts)
-
-
-def _completion_id(response_id: Any) -> str:
-    return f"chatcmpl-{response_id}" if response_id else unique("chatcmpl-")
 
 
 def _parts(candidate: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:

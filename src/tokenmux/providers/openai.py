@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 
 from tokenmux.config.schema import Provider
-from tokenmux.errors import GatewayError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+from tokenmux.errors import GatewayError, UpstreamFailed
 from tokenmux.providers.base import Call, StreamState, UpstreamRequest, Usage
-from tokenmux.providers.translate import load_answer, scrub
+from tokenmux.providers.translate import load_answer, scrub, upstream_error
 from tokenmux.routing.catalog import Route
 
 
@@ -71,29 +71,9 @@ class OpenAIAdapter:
 
     def read_error(self, status: int, raw: bytes, route: Route,
                    retry_after: str | None) -> GatewayError:
-        """Maps an upstream's non-2xx answer to what the client should see."""
         message, param, code = _error_fields(raw)
-        message = scrub(message, self.secret)
-        name = route.provider
-        if status in (400, 413, 422):
-            return UpstreamRejected(message or f"The upstream {name!r} rejected the request.",
-                                    status=status, param=param, code=code)
-        if status == 429:
-            return UpstreamRejected(
-                message or f"The upstream {name!r} is rate limiting the gateway.", status=429,
-                code=code or "upstream_rate_limited", retry_after=retry_after)
-        if status in (401, 403):
-            return UpstreamFailed(
-                f"The upstream {name!r} refused the gateway's credentials (HTTP {status}); "
-                "check the provider's api_key.", retryable=False)
-        if status == 404:
-            return UpstreamFailed(
-                f"The upstream {name!r} does not serve model {route.upstream_model!r} "
-                "(HTTP 404); check the channel's model.", retryable=False)
-        if status == 408:
-            return UpstreamTimeout(f"The upstream {name!r} timed out (HTTP 408).")
-        detail = f": {message}" if message else ""
-        return UpstreamFailed(f"The upstream {name!r} failed with HTTP {status}{detail}")
+        return upstream_error(status, route, scrub(message, self.secret), code=code,
+                              param=param, retry_after=retry_after)
 
 
 def read_usage(raw: Any) -> Usage | None:

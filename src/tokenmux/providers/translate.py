@@ -8,7 +8,14 @@ from typing import Any
 
 import orjson
 
-from tokenmux.errors import InvalidRequest, UpstreamFailed
+from tokenmux.errors import (
+    GatewayError,
+    InvalidRequest,
+    UpstreamFailed,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from tokenmux.ids import unique
 from tokenmux.routing.catalog import Route
 
 # OpenAI's own bookkeeping and hints: meaningless to other providers, harmless to leave behind.
@@ -111,3 +118,40 @@ def scrub(message: str | None, secret: str | None) -> str | None:
     if secret and message:
         return message.replace(secret, "***")
     return message
+
+
+def upstream_error(status: int, route: Route, message: str | None, *,
+                   code: str | None = None, param: str | None = None,
+                   retry_after: str | None = None,
+                   credentials_refused: bool = False) -> GatewayError:
+    """What the client sees of an upstream's non-2xx answer, whatever the provider's kind.
+
+    The request's own faults (400, 413, 422) and a rate limit (429, with its Retry-After) pass
+    through; refused credentials and an unknown model are the gateway's problem (502, not worth
+    retrying on that channel); timeouts are 504; anything else is a 502 worth retrying.
+    """
+    name = route.provider
+    if credentials_refused or status in (401, 403):
+        return UpstreamFailed(
+            f"The upstream {name!r} refused the gateway's credentials (HTTP {status}); "
+            "check the provider's api_key.", retryable=False)
+    if status in (400, 413, 422):
+        return UpstreamRejected(message or f"The upstream {name!r} rejected the request.",
+                                status=status, param=param, code=code)
+    if status == 429:
+        return UpstreamRejected(
+            message or f"The upstream {name!r} is rate limiting the gateway.", status=429,
+            code=code or "upstream_rate_limited", retry_after=retry_after)
+    if status == 404:
+        return UpstreamFailed(
+            f"The upstream {name!r} does not serve model {route.upstream_model!r} "
+            "(HTTP 404); check the channel's model.", retryable=False)
+    if status in (408, 504):
+        return UpstreamTimeout(f"The upstream {name!r} timed out (HTTP {status}).")
+    detail = f": {message}" if message else ""
+    return UpstreamFailed(f"The upstream {name!r} failed with HTTP {status}{detail}")
+
+
+def completion_id(provider_id: Any) -> str:
+    """An OpenAI-style id for an answer, the provider's own id inside when it gave one."""
+    return f"chatcmpl-{provider_id}" if provider_id else unique("chatcmpl-")
