@@ -132,6 +132,19 @@ def test_ludicrous_hedges_and_bills_only_the_winner(tiered, upstream):
         usage.prompt_tokens, usage.completion_tokens)
 
 
+def test_a_hedged_stream_relays_the_winner_alone(tiered, upstream):
+    raw = tiered.client().chat.completions.with_raw_response.create(
+        model="hedged", messages=HELLO, stream=True, user="hedge-stream",
+        extra_headers={"X-Tier": "ludicrous"})
+    chunks = list(raw.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert raw.headers["x-tokenmux-channel"] == "fake/hedge-hare"
+    assert raw.headers["x-tokenmux-attempts"] == "2"
+    assert wait_until(lambda: "hedge-stream" in upstream.abandoned, timeout=10)
+    row = tiered.wait_row(raw.headers["x-request-id"])
+    assert (row["upstream_model"], row["status"], row["stream"]) == ("hedge-hare", 200, 1)
+
+
 def test_a_quick_first_channel_is_not_hedged(tiered, upstream):
     raw = ask(tiered, "unmeasured", tier="ludicrous", user="no-hedge")
     # Unmeasured, the channel has the configured 300 ms to answer; it needs a few.
