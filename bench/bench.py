@@ -134,7 +134,9 @@ def start_upstream(tmp: Path, port: int) -> Service:
     return service
 
 
-def start_gateway(tmp: Path, python: Path, upstream_port: int, port: int) -> Service:
+def start_gateway(tmp: Path, python: Path, upstream_port: int, port: int,
+                  launcher: tuple[str, ...] = (), start_timeout: float = 60) -> Service:
+    """The gateway on the bench's config; `launcher` runs it under another program (valgrind)."""
     config = tmp / "tokenmux.yaml"
     base = f"http://127.0.0.1:{upstream_port}"
     # JSON is a subset of YAML, so the config is written without needing PyYAML here.
@@ -155,12 +157,11 @@ def start_gateway(tmp: Path, python: Path, upstream_port: int, port: int) -> Ser
                                                 "model": "static-model"}]},
         ],
     }, indent=2) + "\n")
-    tokenmux = python.parent / "tokenmux"
-    argv = ([str(tokenmux)] if tokenmux.exists() else [str(python), "-m", "tokenmux"])
-    service = start("gateway", [*argv, "serve", "--config", str(config), "--port", str(port)],
-                    tmp / "gateway.log")
+    argv = [*launcher, str(python), "-m", "tokenmux", "serve", "--config", str(config),
+            "--port", str(port)]
+    service = start("gateway", argv, tmp / "gateway.log")
     url = f"http://127.0.0.1:{port}/health/live"
-    wait_until(lambda: get(url) == 200, service, "live", timeout=60)
+    wait_until(lambda: get(url) == 200, service, "live", timeout=start_timeout)
     return service
 
 

@@ -80,12 +80,14 @@ def parse_chat(raw: bytes) -> ChatRequest:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise InvalidRequest("'user' must be a string.", param="user")
-    models = body.pop("models", None) or []
-    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
-        raise InvalidRequest("'models' must be an array of model names.", param="models")
+    models = body.pop("models", None)
+    if models:  # rare; most requests name one model and pay nothing here
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise InvalidRequest("'models' must be an array of model names.", param="models")
+        models = [m for m in models if m != model]
     return ChatRequest(body, model, bool(stream), include_usage,
                        max_completion if max_completion is not None else max_tokens, user,
-                       [m for m in models if m != model])
+                       models or [])
 
 
 def _check_range(body: dict[str, Any], name: str, low: float, high: float) -> None:

@@ -111,7 +111,8 @@ class _Turns(Generic[T]):
         """One attempt on one channel, holding a slot of its concurrency limit when it wins."""
         attempts, health, gate = self.attempts, route.health, route.gate
         attempts.count += 1
-        health.healthy(time.monotonic())  # after a cooldown, the first attempt is the probe
+        if health.open_until:
+            health.healthy(time.monotonic())  # after a cooldown, the first attempt is the probe
         if gate is not None and not gate.try_enter():
             queued = time.perf_counter()
             try:

@@ -7,6 +7,7 @@ aiohttp's exceptions stop here and become the gateway's own: a timeout is `Upstr
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -50,11 +51,25 @@ class HttpProvider:
         self._adapter = adapter
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._stream_timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._deadline_timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
+
+    def _deadline_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        # Kept to 10 ms, rounded up: aiohttp would round a timer of 5 s or more up to the next
+        # whole second, which suits a channel timeout but not the caller's deadline. In steps of
+        # 10 ms, fresh requests with the same X-Timeout share one timeout object.
+        key = math.ceil(seconds * 100)
+        timeout = self._deadline_timeouts.get(key)
+        if timeout is None:
+            if len(self._deadline_timeouts) > 4096:
+                self._deadline_timeouts.clear()
+            timeout = self._deadline_timeouts[key] = aiohttp.ClientTimeout(
+                total=key / 100, ceil_threshold=float("inf"))
         return timeout
 
     def _stream_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
@@ -68,10 +83,8 @@ class HttpProvider:
     async def complete(self, call: Call) -> Completion:
         request = self._adapter.build_request(call)
         route = call.route
-        # A deadline is kept to the millisecond: aiohttp would round a timer of 5 s or more up to
-        # the next whole second, which suits the channel timeout but not the caller's deadline.
-        timeout = self._timeout(route.timeout) if call.limit is None else aiohttp.ClientTimeout(
-            total=call.limit, ceil_threshold=float("inf"))
+        timeout = (self._timeout(route.timeout) if call.limit is None
+                   else self._deadline_timeout(call.limit))
         try:
             async with self._session().post(
                 request.url, data=request.body, headers=request.headers, timeout=timeout,

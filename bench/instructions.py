@@ -1,0 +1,109 @@
+"""What one request costs the gateway, in CPU instructions, counted by callgrind.
+
+Wall-clock figures on a shared machine move by a third between runs of the same code; an
+instruction count barely moves (about 1% for JSON, a few % for streams, where the collector's
+timing varies), so it is the figure that tells whether a change made the request path dearer.
+It does not see system calls' kernel time: a change that saves a syscall shows in `bench/run`'s
+CPU per request, not here.
+
+The gateway runs under `valgrind --tool=callgrind` with instrumentation off while it starts and
+warms up; then it is switched on, the counters are zeroed, N requests of one kind go through one
+keep-alive connection, and the counters are dumped. Standard library only, like bench.py.
+
+    .venv/bin/python bench/instructions.py [--requests 300] [--python .venv/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bench
+
+KINDS = (("json", "bench-json", False), ("stream", "bench-sse", True))
+
+
+def callgrind(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=True,
+                   timeout=120)
+
+
+def count(out: Path, before: set[Path]) -> int:
+    """The instruction total of the dump written since `before` was listed."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = sorted(set(out.parent.glob(out.name + ".*")) - before)
+        if new:
+            text = new[-1].read_text(errors="replace")
+            if match := re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M):
+                return int(match.group(1))
+        time.sleep(0.5)
+    raise bench.BenchError("callgrind wrote no dump")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--python", type=Path, default=Path(sys.executable))
+    parser.add_argument("--upstream-port", type=int, default=19111)
+    parser.add_argument("--gateway-port", type=int, default=19112)
+    args = parser.parse_args()
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        print("instructions.py: valgrind is not installed", file=sys.stderr)
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="tokenmux-instructions-"))
+    out = tmp / "callgrind.out"
+    upstream = bench.start_upstream(tmp, args.upstream_port)
+    gateway = None
+    try:
+        gateway = bench.start_gateway(
+            tmp, args.python, args.upstream_port, args.gateway_port, start_timeout=600,
+            launcher=("valgrind", "--tool=callgrind", "--instr-atstart=no",
+                      f"--callgrind-out-file={out}"))
+        results = {}
+        for kind, model, stream in KINDS:
+            body = json.dumps({"model": model, "messages": bench.PROMPT, "stream": stream})
+            connection = http.client.HTTPConnection("127.0.0.1", args.gateway_port, timeout=120)
+
+            def one() -> None:
+                connection.request("POST", "/v1/chat/completions", body, {
+                    "Authorization": bench.AUTHORIZATION, "Content-Type": "application/json"})
+                answer = connection.getresponse()
+                data = answer.read()
+                if answer.status != 200:
+                    raise bench.BenchError(f"{kind}: HTTP {answer.status}: {data[:300]!r}")
+
+            for _ in range(50):
+                one()
+            callgrind(gateway.process.pid, "--instr=on")
+            callgrind(gateway.process.pid, "--zero")
+            for _ in range(args.requests):
+                one()
+            before = set(out.parent.glob(out.name + ".*"))
+            callgrind(gateway.process.pid, "--dump")
+            callgrind(gateway.process.pid, "--instr=off")
+            connection.close()
+            results[kind] = count(out, before) / args.requests
+            print(f"  {kind:6} {results[kind] / 1e6:7.3f} M instructions per request "
+                  f"({args.requests} requests)", flush=True)
+    except bench.BenchError as exc:
+        print(f"instructions.py: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if gateway is not None:
+            gateway.stop(wait=60)
+        upstream.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
