@@ -49,6 +49,15 @@ def count(out: Path, before: set[Path]) -> int:
     raise bench.BenchError("callgrind wrote no dump")
 
 
+def ask(connection: http.client.HTTPConnection, body: str, kind: str) -> None:
+    connection.request("POST", "/v1/chat/completions", body, {
+        "Authorization": bench.AUTHORIZATION, "Content-Type": "application/json"})
+    answer = connection.getresponse()
+    data = answer.read()
+    if answer.status != 200:
+        raise bench.BenchError(f"{kind}: HTTP {answer.status}: {data[:300]!r}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300)
@@ -72,21 +81,12 @@ def main() -> int:
         for kind, model, stream in KINDS:
             body = json.dumps({"model": model, "messages": bench.PROMPT, "stream": stream})
             connection = http.client.HTTPConnection("127.0.0.1", args.gateway_port, timeout=120)
-
-            def one() -> None:
-                connection.request("POST", "/v1/chat/completions", body, {
-                    "Authorization": bench.AUTHORIZATION, "Content-Type": "application/json"})
-                answer = connection.getresponse()
-                data = answer.read()
-                if answer.status != 200:
-                    raise bench.BenchError(f"{kind}: HTTP {answer.status}: {data[:300]!r}")
-
             for _ in range(50):
-                one()
+                ask(connection, body, kind)
             callgrind(gateway.process.pid, "--instr=on")
             callgrind(gateway.process.pid, "--zero")
             for _ in range(args.requests):
-                one()
+                ask(connection, body, kind)
             before = set(out.parent.glob(out.name + ".*"))
             callgrind(gateway.process.pid, "--dump")
             callgrind(gateway.process.pid, "--instr=off")
