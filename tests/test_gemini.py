@@ -228,6 +228,14 @@ def test_n_is_the_candidate_count(gateway, gemini):
     assert chunks[-1].usage.completion_tokens == 16
 
 
+def test_fewer_candidates_than_asked_is_still_a_whole_stream(client):
+    chunks = list(client.chat.completions.create(model=MODEL, messages=user("@fewer"), n=2,
+                                                 stream=True))
+    assert {c.index for chunk in chunks for c in chunk.choices} == {0}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None  # ended as a finished stream, not a cut one
+
+
 @pytest.mark.parametrize(("reason", "called", "expected"), [
     ("STOP", False, "stop"), ("STOP", True, "tool_calls"), ("MAX_TOKENS", False, "length"),
     ("SAFETY", False, "content_filter"), ("RECITATION", False, "content_filter"),

@@ -14,6 +14,7 @@ The last user text may be a command:
     @maxtokens          stop for MAX_TOKENS
     @safety             stop for SAFETY
     @blocked            block the prompt (no candidates)
+    @fewer              one candidate only, whatever candidateCount asks
     @thinking           report thinking and cached tokens, with a thought part
     @midstream          (stream) a few words, then an error event
     @leak               answer 400 with the received key in the message
@@ -92,6 +93,8 @@ class FakeGemini(LoopbackServer):
             headers = {"Retry-After": "1"} if status == 429 else {}
             return _error(status, f"fake failure {status}", headers=headers)
         count = int((body.get("generationConfig") or {}).get("candidateCount") or 1)
+        if command == "@fewer":
+            count = 1
         answer = _answer(body, model, command, arg, count)
         if stream:
             return await _stream(request, answer, command)

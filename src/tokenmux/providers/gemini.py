@@ -153,7 +153,7 @@ class GeminiAdapter:
         memo = state.memo
         if memo is None:
             memo = state.memo = _Stream(completion_id(answer.get("responseId")),
-                                        int(time.time()), int(call.request.body.get("n") or 1))
+                                        int(time.time()))
         if (usage := read_usage(answer.get("usageMetadata"))) is not None:
             state.usage = usage
         choices = []
@@ -179,10 +179,12 @@ class GeminiAdapter:
             choices.append({"index": index, "delta": delta, "logprobs": None,
                             "finish_reason": finish_reason(reason, memo.calls.get(index, 0) > 0)})
         if not choices and (answer.get("promptFeedback") or {}).get("blockReason"):
-            memo.finished.update(range(memo.candidates))
+            memo.blocked = True
             choices.append({"index": 0, "delta": {"role": "assistant", "content": ""},
                             "logprobs": None, "finish_reason": "content_filter"})
-        state.finished = len(memo.finished) >= memo.candidates
+        # Done when every candidate that started has finished: Gemini may send fewer than the
+        # `candidateCount` asked for, and a complete answer must not look cut.
+        state.finished = memo.blocked or (bool(memo.started) and memo.finished >= memo.started)
         if not choices:
             return None  # a trailing usage-only event
         return {"id": memo.id, "object": "chat.completion.chunk", "created": memo.created,
@@ -204,7 +206,7 @@ class _Stream:
 
     id: str
     created: int
-    candidates: int  # how many the request asked for: the stream is done when all finished
+    blocked: bool = False  # the prompt was refused: nothing more will come
     started: set[int] = field(default_factory=set)
     calls: dict[int, int] = field(default_factory=dict)  # candidate → tool calls so far
     finished: set[int] = field(default_factory=set)
