@@ -97,10 +97,12 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         deadline = Deadline(_budget(inbound.timeout, gw.config.routing), inbound.started)
         tier = outcome.attempts.tier = requested_tier(inbound.tier, principal.tier,
                                                       principal.max_tier)
-        routes = plan(gw.catalog, gw.catalog.resolve(request.model), request.models, tier,
-                      gw.rng)
-        estimate = tokens.estimate_prompt(len(inbound.body)) + (request.max_output or 0)
-        reservation = gw.limiter.reserve(principal, estimate)
+        entry = gw.catalog.resolve(request.model)
+        routes = plan(gw.catalog, entry, request.models, tier, gw.rng)
+        prompt = tokens.estimate_prompt(len(inbound.body))
+        answers = request.body.get("n") or 1
+        reservation = gw.limiter.reserve(
+            principal, prompt + answers * entry.answer_estimate(request.max_output, prompt))
         chat = request
 
         def call(route: Route, limit: float | None = None) -> Call:

@@ -74,3 +74,26 @@ def test_keys_without_limits_are_never_refused(limiter_and_clock):
     key = Principal("k5", "free")
     for _ in range(10_000):
         limiter.reserve(key, 10**6)
+
+
+def test_one_reservation_takes_at_most_the_whole_bucket(limiter_and_clock):
+    limiter, clock = limiter_and_clock
+    key = Principal("k6", "team", tpm=600)
+    limiter.reserve(key, 9_223_372_036_854_775_807)  # max_tokens at its largest
+    with pytest.raises(RateLimited) as caught:
+        limiter.reserve(key, 10)
+    # The bucket is empty, not 9e18 in debt: 10 tokens at 10 a second.
+    assert caught.value.retry_after == pytest.approx(1.0)
+    clock.now += 60
+    limiter.reserve(key, 600)
+
+
+def test_debt_is_at_most_one_bucket(limiter_and_clock):
+    limiter, _clock = limiter_and_clock
+    key = Principal("k7", "team", tpm=600)
+    limiter.reserve(key, 10).settle(10**9)  # an answer far beyond the allowance
+    with pytest.raises(RateLimited) as caught:
+        limiter.reserve(key, 600)
+    # One bucket of debt and one bucket needed: two refills, never more.
+    assert caught.value.retry_after == pytest.approx(120.0)
+    assert caught.value.headers()["Retry-After"] == "120"

@@ -88,6 +88,10 @@ class Model(Strict):
     # Models tried in order once this model's own channels are exhausted: names, or
     # {model, timeout} to give attempts on that model a timeout of their own.
     fallbacks: list[Fallback] = Field(default_factory=list)
+    # What a rate limit reserves for the answer of a request that sets no max_tokens; settled
+    # to the real count when the answer is in. Default: min(1024, max_output).
+    output_estimate: int | None = Field(None, gt=0, description="tokens an answer is assumed "
+                                        "to take when the request sets no limit")
 
 
 class Breaker(Strict):

@@ -4,6 +4,10 @@ A bucket holds up to a minute's allowance and refills continuously, so a key wit
 burst 60 requests and then gets one a second, and the time until the next admission is exact,
 which is what `Retry-After` reports. Tokens are reserved from an estimate when a request is
 admitted and settled with the real count when it ends, so concurrent requests see each other.
+
+No single reservation takes more than a whole bucket, whatever `max_tokens` says, and an answer
+longer than its reservation leaves the key at most one bucket in debt: so no key ever waits
+longer than two refills (two minutes), and `Retry-After` never says more than that.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ class Reservation:
         if self.settled:
             return
         self.settled = True
-        if self.bucket is not None:
+        bucket = self.bucket
+        if bucket is not None:
             # May go below zero: an answer longer than estimated delays the key's next request.
-            self.bucket.level -= actual_tokens - self.reserved
+            bucket.level = max(-bucket.capacity, bucket.level - (actual_tokens - self.reserved))
 
 
 class MemoryLimiter:
@@ -76,7 +81,8 @@ class MemoryLimiter:
                     f"per minute. Retry in {wait:.1f}s.", retry_after=wait, kind="requests")
         if principal.tpm is not None:
             tokens = self._bucket(self._tokens, principal.key_id, principal.tpm, now)
-            # A request larger than the whole allowance waits for a full bucket, not forever.
+            # A request larger than the whole allowance waits for a full bucket, not forever,
+            # and reserves no more than that bucket: the rest is settled from its real count.
             needed = min(estimated_tokens, principal.tpm)
             wait = tokens.wait_for(needed)
             if wait > 0:
@@ -87,5 +93,5 @@ class MemoryLimiter:
             requests.level -= 1
         if tokens is None:
             return Reservation()
-        tokens.level -= estimated_tokens
-        return Reservation(tokens, estimated_tokens)
+        tokens.level -= needed
+        return Reservation(tokens, needed)

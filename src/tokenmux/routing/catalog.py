@@ -13,6 +13,7 @@ from tokenmux.routing.health import ChannelHealth
 from tokenmux.routing.pricing import list_price
 
 ECHO_PROVIDER = "tokenmux"
+DEFAULT_OUTPUT_ESTIMATE = 1024  # tokens; a long answer for most chat models, cheap to settle
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,9 @@ class ModelEntry:
     max_output: int | None = None
     capabilities: tuple[str, ...] = ()
     list_price: Price | None = None  # USD per million tokens; None when no source knows it
+    # Tokens an answer is taken to need when the request sets no max_tokens; None: as many as
+    # the prompt has (the echo model answers with its prompt).
+    output_estimate: int | None = None
     # The catalog fields of `/v1/models`, made once: listing models is then a dict merge each.
     _card: dict[str, Any] = field(init=False, repr=False, compare=False)
 
@@ -73,6 +77,13 @@ class ModelEntry:
                 "input": price.input, "output": price.output, "cached_input": price.cached_input,
             },
         })
+
+    def answer_estimate(self, max_output: int | None, prompt: int) -> int:
+        """Tokens a rate limit reserves for one answer: what the request allows, never more
+        than the model can write; else the model's typical answer."""
+        if max_output is None:
+            return prompt if self.output_estimate is None else self.output_estimate
+        return max_output if self.max_output is None else min(max_output, self.max_output)
 
     def as_openai(self, created: int) -> dict[str, Any]:
         return {"id": self.name, "object": "model", "created": created,
@@ -132,6 +143,8 @@ class Catalog:
                 model.name, tuple(model.aliases), served, tuple(fallbacks),
                 model.context_window, model.max_output, tuple(model.capabilities),
                 first.list_price,
+                model.output_estimate or min(DEFAULT_OUTPUT_ESTIMATE,
+                                             model.max_output or DEFAULT_OUTPUT_ESTIMATE),
             ))
         self.entries = entries
         self._by_name = {name: e for e in entries for name in (e.name, *e.aliases)}
