@@ -15,6 +15,7 @@ from tests.fakes.openai_upstream import REPLY
 from tokenmux.config.schema import Config
 from tokenmux.routing import Catalog
 from tokenmux.routing.plan import plan
+from tokenmux.routing.retry import Deadline
 from tokenmux.routing.tiers import Tier
 
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -180,3 +181,13 @@ def test_plan_orders_by_priority_then_weight_then_fallbacks():
     order = plan(catalog, catalog.resolve("a"), [], Tier.MEDIUM, random.Random(1))
     assert [r.upstream_model for r in order] == ["early", "late", "other"]
     assert [r.model for r in order] == ["a", "a", "b"]
+
+
+def test_a_deadline_that_fired_early_still_reports_its_whole_budget():
+    # The client's timer may fire a fraction of a millisecond before the gateway's clock says
+    # the budget is spent: the 408 still reports at least the budget.
+    fired_early = Deadline(5000, time.perf_counter() - 4.9995).exceeded(2)
+    assert fired_early.elapsed_ms == 5000
+    assert fired_early.headers()["X-Timeout-Elapsed-Ms"] == "5000"
+    late = Deadline(5000, time.perf_counter() - 5.25).exceeded(2)
+    assert 5250 <= late.elapsed_ms < 6000

@@ -55,7 +55,9 @@ class Deadline:
         return self.at - time.perf_counter()
 
     def exceeded(self, attempts: int) -> DeadlineExceeded:
-        return DeadlineExceeded(self.budget_ms, attempts, self.elapsed_ms())
+        # A timer may fire a hair before the deadline by this clock; a deadline reported as
+        # exceeded never reads as less than itself.
+        return DeadlineExceeded(self.budget_ms, attempts, max(self.budget_ms, self.elapsed_ms()))
 
 
 @dataclass(slots=True)
