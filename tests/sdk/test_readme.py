@@ -23,12 +23,32 @@ def test_the_readme_has_every_kind_of_example():
                       "# Response fields and token usage", "# Error handling", "# Async"]
 
 
+# What each example prints against the echo model, whole: a wrong answer, a missing field or
+# the wrong branch of the error example fails its test.
+PRINTS = {
+    "Basic": r"Hello, gateway",
+    "Multi-turn": r"Another one\.",
+    "Configuration and the gateway's own options": r"tokenmux/echo stop",
+    "Streaming, with the final usage chunk": r"Stream these words to me\ntokens: (\d+)",
+    "Response fields and token usage":
+        r"chatcmpl-[0-9a-f]+ tokenmux/echo stop\n(\d+) (\d+) (\d+)",
+    "Error handling": r"unknown model: 404 model_not_found req_[A-Za-z0-9]+",
+    "Async": r"Hello async\nStreaming async\n\[(?:'[^']+', )*'tokenmux/echo'(?:, '[^']+')*\]",
+}
+
+
 @pytest.mark.parametrize("code", EXAMPLES, ids=[e.splitlines()[0][2:] for e in EXAMPLES])
-def test_readme_example_runs(gateway, code):
+def test_readme_example_prints_what_it_says(gateway, code):
     env = {**gateway.env, "TOKENMUX_API_KEY": ADMIN_KEY,
            "TOKENMUX_BASE_URL": gateway.base_url + "/v1"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
     assert "Traceback" not in result.stderr
+    printed = re.fullmatch(PRINTS[code.splitlines()[0][2:]], result.stdout.strip())
+    assert printed, result.stdout
+    numbers = [int(n) for n in printed.groups()]
+    if len(numbers) == 3:  # prompt + completion = total
+        assert numbers[0] > 0 and numbers[1] > 0 and numbers[0] + numbers[1] == numbers[2]
+    elif numbers:
+        assert numbers[0] > 0
