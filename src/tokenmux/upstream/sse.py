@@ -1,4 +1,10 @@
-"""Reads a server-sent event stream incrementally, one network read at a time."""
+"""Reads a server-sent event stream incrementally, one network read at a time.
+
+Linear in the bytes received, whatever their shape: a read that brings no newline is only
+searched for one and appended to the line in progress, never re-scanned with what came before.
+An event may not grow beyond `max_event_bytes` (its raw bytes, counted per read), so an upstream
+that never ends a line or an event costs a bounded amount of memory and time.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,40 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 
+class EventTooLarge(Exception):
+    """An event grew beyond the reader's limit before it ended."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"a stream event exceeded {limit} bytes")
+        self.limit = limit
+
+
 def _field(line: bytes) -> bytes:
     return line[6:] if line[5:6] == b" " else line[5:]
 
 
-async def sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
+async def sse_batches(content: aiohttp.StreamReader,
+                      max_event_bytes: int) -> AsyncIterator[list[bytes]]:
     """Yields the data payloads of the events completed by each read, as one list per read.
 
     Batching by read keeps the relay to one write per read however many events it brought.
     """
-    pending = b""
-    data: list[bytes] = []
+    pending = bytearray()  # the line in progress, when a read ended inside one
+    data: list[bytes] = []  # the data lines of the event in progress
+    held = 0  # bytes of the event in progress, about
     async for block in content.iter_any():
-        pending += block
-        *lines, pending = pending.split(b"\n")
+        fresh = len(block)
+        if pending:
+            if block.find(b"\n") < 0:
+                pending += block
+                held += fresh
+                if held > max_event_bytes:
+                    raise EventTooLarge(max_event_bytes)
+                continue
+            pending += block
+            block = bytes(pending)
+            pending.clear()
+        *lines, rest = block.split(b"\n")
         events: list[bytes] = []
         for line in lines:
             if line.endswith(b"\r"):
@@ -32,9 +58,18 @@ async def sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[bytes
             elif line.startswith(b"data:"):
                 data.append(_field(line))
             # `event:`, `id:`, `retry:` and `:` comments carry nothing an OpenAI stream needs.
+        if rest:
+            pending += rest
         if events:
             yield events
+        if data or pending:
+            # What this read left unfinished; all of it when no event ended in it.
+            held = len(pending) + sum(map(len, data)) if events else held + fresh
+            if held > max_event_bytes:
+                raise EventTooLarge(max_event_bytes)
+        else:
+            held = 0
     if pending.startswith(b"data:"):
-        data.append(_field(pending))
+        data.append(_field(bytes(pending)))
     if data:
         yield [b"\n".join(data)]
