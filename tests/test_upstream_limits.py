@@ -147,7 +147,7 @@ def test_a_huge_message_is_counted_without_holding_other_requests(limited):
     assert usage["prompt_tokens"] == usage["completion_tokens"] + 7
     assert end - start > 1  # the counting is real work...
     assert len(meanwhile) >= 3  # ...and the other client was answered all along
-    assert prober.slowest() < 2
+    assert prober.slowest() < min(3, (end - start) / 2)
 
 
 def test_a_counted_stream_of_a_huge_prompt_does_not_hold_other_requests(limited):
@@ -169,7 +169,7 @@ def test_a_counted_stream_of_a_huge_prompt_does_not_hold_other_requests(limited)
     assert row["completion_tokens"] == len(ENCODING.encode(REPLY))
     assert end - start > 0.5
     assert len(meanwhile) >= 2
-    assert prober.slowest() < 2
+    assert prober.slowest() < 3
 
 
 def test_a_long_echo_streams_every_word_in_order(limited):
@@ -243,7 +243,7 @@ def test_a_line_that_never_ends_fails_fast_without_holding_other_requests(limite
     assert f"stream event too large: more than {8 * MB} bytes" in error["message"]
     assert limited.wait_row(response.headers["x-request-id"])["attempts"] == 2
     assert end - start < 30
-    assert prober.slowest() < 1
+    assert prober.slowest() < 2
     assert peak(limited) - before < 128 * MB
     assert wait_until(lambda: upstream.abandoned.count("no-newline") == 2)
 
