@@ -99,7 +99,7 @@ def build(config: Config, *, engine: Engine | None = None) -> Gateway:
     )
     providers: dict[str, Provider] = {ECHO_PROVIDER: EchoProvider()}
     for name, provider in config.providers.items():
-        http = HttpProvider(gateway.session, adapter_for(provider))
+        http = HttpProvider(gateway.session, adapter_for(provider), provider)
         providers[name] = FanOut(http) if provider.kind in FAN_OUT else http
     gateway.providers = providers
     return gateway

@@ -184,7 +184,7 @@ async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outco
         async for batch in opened.batches:
             if batch:
                 await sink.send(batch)
-        outcome.usage = _stream_usage(state, call)
+        outcome.usage = await _stream_usage(state, call)
         tail: list[dict[str, Any]] = []
         if call.request.include_usage:
             tail.append({
@@ -202,16 +202,17 @@ async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outco
         # The client hung up between two writes; the upstream is closed on the way out.
         outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
     finally:
-        if outcome.usage is None:
-            outcome.usage = _stream_usage(state, call)
+        # Closed first: the count may take a moment, and the upstream bills while it is open.
         await opened.close()
+        if outcome.usage is None:
+            outcome.usage = await _stream_usage(state, call)
 
 
-def _stream_usage(state: StreamState, call: Call) -> Usage:
+async def _stream_usage(state: StreamState, call: Call) -> Usage:
     if state.usage is not None and state.finished:
         return state.usage
     # Cut short, or the upstream never said: bill what was produced, counted by us.
-    counted = counted_usage(call.request, "".join(state.text))
+    counted = await counted_usage(call.request, "".join(state.text))
     if state.usage is not None:
         counted.completion_tokens = max(counted.completion_tokens, state.usage.completion_tokens)
     return counted

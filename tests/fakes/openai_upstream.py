@@ -13,6 +13,14 @@ It answers like OpenAI unless the last user message starts with a command:
     @nousage          leave usage out of the answer
     @leak             answer 400 with the received Authorization header in the message
     @call NAME JSON   call tool NAME with arguments JSON (streamed in fragments)
+    @huge BYTES [length]  answer 200 with a JSON body of about BYTES bytes, sent 1 MiB at a time
+                      and chunked (with `length`: its Content-Length declared up front); it
+                      stops as soon as the client closes the connection
+    @hugeerror BYTES  answer 500 with an error body of BYTES bytes, sent the same way
+    @nonewline BYTES [N]  (stream) send the role chunk and N content chunks (without N: no
+                      chunk at all), then a `data:` line of BYTES bytes that never ends, then
+                      end the body
+    @stallafter N SECONDS  (stream) send N content chunks, then wait SECONDS before the rest
 
 After a tool result (the last message has role `tool`) it answers FINAL_ANSWER.
 
@@ -90,9 +98,38 @@ class FakeOpenAI(LoopbackServer):
             return web.Response()
         elif command == "@garbage":
             return web.Response(text="<html>upstream broke</html>", content_type="text/html")
+        elif command in ("@huge", "@hugeerror"):
+            return await self._huge(request, body, command, arg)
         if body.get("stream"):
             return await self._stream(request, body, command, arg)
         return web.json_response(_completion(body, command, arg))
+
+    async def _huge(self, request: web.Request, body: dict[str, Any], command: str,
+                    arg: str) -> web.StreamResponse:
+        size_text, _, how = arg.partition(" ")
+        size = int(size_text)
+        if command == "@huge":
+            status, head = 200, orjson.dumps(_completion(body, "", ""))[:-1] + b', "padding": "'
+        else:
+            status, head = 500, b'{"error": {"message": "'
+        tail = b'"}' if command == "@huge" else b'"}}'
+        response = web.StreamResponse(status=status,
+                                      headers={"Content-Type": "application/json"})
+        if how == "length":
+            response.content_length = size
+        await response.prepare(request)
+        filler = b"x" * (1024 * 1024)
+        try:
+            await response.write(head)
+            left = size - len(head) - len(tail)
+            while left > 0:
+                await response.write(filler[:left])
+                left -= len(filler)
+            await response.write(tail)
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.abandoned.append(str(body.get("user")))
+            raise
+        return response
 
     async def _stream(self, request: web.Request, body: dict[str, Any], command: str,
                       arg: str) -> web.StreamResponse:
@@ -111,8 +148,9 @@ class FakeOpenAI(LoopbackServer):
         words = _reply_words(command)
         reason = "stop"
         try:
-            await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
-                        "content": ""}, "logprobs": None, "finish_reason": None}]})
+            if command != "@nonewline" or arg.partition(" ")[2]:
+                await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
+                            "content": ""}, "logprobs": None, "finish_reason": None}]})
             if command == "@call":
                 words, reason = [], "tool_calls"
                 call = _tool_call(arg)
@@ -125,7 +163,12 @@ class FakeOpenAI(LoopbackServer):
                     await send({**base, "choices": [{"index": 0, "delta": {
                         "tool_calls": [{"index": 0, **delta}]}, "logprobs": None,
                         "finish_reason": None}]})
+            if command == "@nonewline":
+                size_text, _, count = arg.partition(" ")
+                words = words[:int(count or 0)]
             for i, word in enumerate(words):
+                if command == "@stallafter" and i == int(arg.partition(" ")[0]):
+                    await asyncio.sleep(float(arg.partition(" ")[2]))
                 if command == "@drop" and i == int(arg):
                     request.transport.close()  # type: ignore[union-attr]
                     return response
@@ -136,6 +179,14 @@ class FakeOpenAI(LoopbackServer):
                     await asyncio.sleep(float(arg))
                 await send({**base, "choices": [{"index": 0, "delta": {"content": word},
                             "logprobs": None, "finish_reason": None}]})
+            if command == "@nonewline":
+                await response.write(b"data: ")
+                filler, left = b"x" * (1024 * 1024), int(size_text)
+                while left > 0:
+                    await response.write(filler[:left])
+                    left -= len(filler)
+                await response.write_eof()
+                return response
             await send({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
                         "finish_reason": reason}]})
             if include_usage and command != "@nousage":

@@ -33,6 +33,12 @@ class Provider(Strict):
     # Request fields this provider cannot honour that the gateway should drop rather than
     # refuse with a 400 (kinds anthropic and gemini), e.g. [temperature, seed].
     ignore_params: list[str] = Field(default_factory=list)
+    # Bounds on what comes back, so that no upstream can exhaust the gateway's memory or hold a
+    # client forever (README, "Limits on an upstream").
+    max_response_bytes: int = Field(32 * 1024 * 1024, gt=0, description="a JSON answer's size")
+    max_event_bytes: int = Field(8 * 1024 * 1024, gt=0, description="one stream event's size")
+    stream_idle_timeout: float = Field(
+        30.0, gt=0, description="seconds a started stream may go without an event")
 
     @model_validator(mode="after")
     def _default_base_url(self) -> Provider:

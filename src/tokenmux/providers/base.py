@@ -67,13 +67,16 @@ class StreamState:
     memo: Any = None  # the adapter's own per-stream state, when it needs some
 
 
-def counted_usage(request: ChatRequest, completion_text: str) -> Usage:
-    """The gateway's own count, for when the provider reported none."""
-    return Usage(
-        prompt_tokens=tokens.count_messages(request.body["messages"]),
-        completion_tokens=tokens.count_text(completion_text),
-        source="counted",
-    )
+async def counted_usage(request: ChatRequest, completion_text: str) -> Usage:
+    """The gateway's own count, for when the provider reported none; a large one is counted
+    off the event loop (tokens.measured)."""
+    messages = request.body["messages"]
+
+    def count() -> Usage:
+        return Usage(prompt_tokens=tokens.count_messages(messages),
+                     completion_tokens=tokens.count_text(completion_text), source="counted")
+
+    return await tokens.measured(tokens.messages_size(messages) + len(completion_text), count)
 
 
 class ChunkStream(Protocol):

@@ -7,10 +7,11 @@ paid model. `max_tokens` cuts the echo short with finish_reason "length".
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,21 +19,41 @@ from tokenmux import tokens
 from tokenmux.providers.base import Call, Completion, StreamState, Usage
 
 _WORDS = re.compile(r"\s*\S+")
+_BATCH = 1024  # words in one write of a stream
 
 
-def _answer(call: Call) -> tuple[str, str]:
-    """The echoed text and its finish reason."""
+def _word_batches(text: str) -> Iterator[list[str]]:
+    """The words of `text` in lists of _BATCH, the last one shorter (empty, if need be)."""
+    words: list[str] = []
+    for match in _WORDS.finditer(text):
+        words.append(match.group())
+        if len(words) == _BATCH:
+            yield words
+            words = []
+    yield words
+
+
+def _answer(call: Call) -> tuple[str, str, Usage]:
+    """The echoed text, its finish reason and the usage of all `n` answers."""
+    messages = call.request.body["messages"]
     text = ""
-    for message in reversed(call.request.body["messages"]):
+    for message in reversed(messages):
         if message.get("role") == "user":
             text = tokens.message_text(message.get("content")).strip()
             break
-    limit = call.request.max_output
+    limit, finish = call.request.max_output, "stop"
     if limit is not None:
         cut = tokens.truncate(text, limit)
         if cut != text:
-            return cut, "length"
-    return text, "stop"
+            text, finish = cut, "length"
+    usage = Usage(tokens.count_messages(messages), tokens.count_text(text) * _choices(call))
+    return text, finish, usage
+
+
+async def _measured_answer(call: Call) -> tuple[str, str, Usage]:
+    # The answer is the last user message: at most the prompt's size again to encode.
+    size = 2 * tokens.messages_size(call.request.body["messages"])
+    return await tokens.measured(size, lambda: _answer(call))
 
 
 def _choices(call: Call) -> int:
@@ -41,10 +62,8 @@ def _choices(call: Call) -> int:
 
 class EchoProvider:
     async def complete(self, call: Call) -> Completion:
-        text, finish = _answer(call)
+        text, finish, usage = await _measured_answer(call)
         n = _choices(call)
-        usage = Usage(tokens.count_messages(call.request.body["messages"]),
-                      tokens.count_text(text) * n)
         body = {
             "id": "chatcmpl-" + secrets.token_hex(12),
             "object": "chat.completion",
@@ -71,7 +90,7 @@ class _EchoStream:
 
     async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
         call = self._call
-        text, finish = _answer(call)
+        text, finish, usage = await _measured_answer(call)
         n = _choices(call)
         base = {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": call.route.model}
@@ -80,13 +99,19 @@ class _EchoStream:
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
             return {**base, "choices": [choice]}
 
-        words = _WORDS.findall(text)
         for i in range(n):
-            # A word per chunk, all in one batch: nothing makes the echo wait between words.
-            yield [chunk(i, {"role": "assistant", "content": ""}),
-                   *(chunk(i, {"content": word}) for word in words),
-                   chunk(i, {}, finish)]
-            self.state.text.extend(words)
-        self.state.usage = Usage(tokens.count_messages(call.request.body["messages"]),
-                                 tokens.count_text(text) * n)
+            # A word per chunk, in batches of up to _BATCH words (one batch, unless the echo is
+            # long): nothing makes the echo wait between words, but a long one lets the other
+            # requests run between its batches.
+            batch = [chunk(i, {"role": "assistant", "content": ""})]
+            for words in _word_batches(text):
+                if not batch:
+                    await asyncio.sleep(0)
+                batch.extend(chunk(i, {"content": word}) for word in words)
+                if len(words) < _BATCH:
+                    batch.append(chunk(i, {}, finish))
+                yield batch
+                self.state.text.append("".join(words))
+                batch = []
+        self.state.usage = usage
         self.state.finished = True

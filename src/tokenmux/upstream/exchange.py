@@ -2,6 +2,11 @@
 
 aiohttp's exceptions stop here and become the gateway's own: a timeout is `UpstreamTimeout`
 (504), anything else that goes wrong on the wire is `UpstreamFailed` (502).
+
+What an upstream sends back is bounded, so that no upstream can take the gateway down: a JSON
+answer by the provider's `max_response_bytes` (read as it comes, given up the moment it is
+exceeded), an error body by MAX_ERROR_BYTES (the rest is not read), a stream's event by
+`max_event_bytes`, and the silence between a started stream's events by `stream_idle_timeout`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from tokenmux.config.schema import Provider as ProviderConfig
 from tokenmux.errors import GatewayError, UpstreamFailed, UpstreamTimeout
 from tokenmux.providers.base import (
     Adapter,
@@ -24,7 +30,10 @@ from tokenmux.providers.base import (
 )
 from tokenmux.routing.catalog import Route
 from tokenmux.tokens import message_text
-from tokenmux.upstream.sse import sse_batches
+from tokenmux.upstream.sse import EventTooLarge, sse_batches
+
+# An error body is read for its message only; past this much, the rest is left unread.
+MAX_ERROR_BYTES = 64 * 1024
 
 _REASONS = (
     (aiohttp.ClientConnectorError, "could not be reached"),
@@ -45,10 +54,41 @@ def _wire_error(exc: BaseException, route: Route) -> GatewayError:
 _WIRE_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
+def _too_large(route: Route, limit: int) -> UpstreamFailed:
+    return UpstreamFailed(f"The upstream {route.provider!r} sent an answer too large: more than "
+                          f"{limit} bytes (the provider's max_response_bytes).")
+
+
+async def _read_answer(response: aiohttp.ClientResponse, limit: int, route: Route) -> bytes:
+    """The whole body, but never more than `limit` bytes of it in memory."""
+    length = response.content_length
+    if length is not None and length > limit:
+        raise _too_large(route, limit)
+    if length is not None and "Content-Encoding" not in response.headers:
+        return await response.read()  # bounded by its declared length: read as one
+    body = bytearray()  # chunked, or compressed: the cap applies to what it inflates to
+    while chunk := await response.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(route, limit)
+    return bytes(body)
+
+
+async def _read_error(response: aiohttp.ClientResponse) -> bytes:
+    body = bytearray()
+    while len(body) < MAX_ERROR_BYTES and (chunk := await response.content.readany()):
+        body += chunk
+    return bytes(body[:MAX_ERROR_BYTES])
+
+
 class HttpProvider:
-    def __init__(self, session: Callable[[], aiohttp.ClientSession], adapter: Adapter):
+    def __init__(self, session: Callable[[], aiohttp.ClientSession], adapter: Adapter,
+                 config: ProviderConfig):
         self._session = session
         self._adapter = adapter
+        self._max_response_bytes = config.max_response_bytes
+        self._max_event_bytes = config.max_event_bytes
+        self._idle = config.stream_idle_timeout
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._stream_timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._deadline_timeouts: dict[int, aiohttp.ClientTimeout] = {}
@@ -89,7 +129,14 @@ class HttpProvider:
             async with self._session().post(
                 request.url, data=request.body, headers=request.headers, timeout=timeout,
             ) as response:
-                raw = await response.read()
+                try:
+                    raw = await (_read_answer(response, self._max_response_bytes, route)
+                                 if response.status == 200 else _read_error(response))
+                except GatewayError:
+                    response.close()  # the unread rest is dropped with the connection
+                    raise
+                if not response.content.is_eof():
+                    response.close()
         except _WIRE_ERRORS as exc:
             raise _wire_error(exc, route) from None
         if response.status != 200:
@@ -99,7 +146,7 @@ class HttpProvider:
         if usage is None:
             text = "".join(message_text((c.get("message") or {}).get("content"))
                            for c in body["choices"] if isinstance(c, dict))
-            usage = counted_usage(call.request, text)
+            usage = await counted_usage(call.request, text)
             body["usage"] = usage.as_openai()
         return Completion(body, usage)
 
@@ -116,7 +163,7 @@ class HttpProvider:
         try:
             if response.status != 200:
                 try:
-                    raw = await response.read()
+                    raw = await _read_error(response)
                 except _WIRE_ERRORS as exc:
                     raise _wire_error(exc, route) from None
                 raise self._adapter.read_error(
@@ -124,24 +171,66 @@ class HttpProvider:
             if not response.content_type.startswith("text/event-stream"):
                 raise UpstreamFailed(f"The upstream {route.provider!r} answered a stream request "
                                      f"with {response.content_type or 'no content type'}.")
-            yield _Chunks(response, self._adapter, call)
+            yield _Chunks(response, self._adapter, call, self._max_event_bytes, self._idle)
         finally:
             # Closing (not releasing) drops the connection, which is how the upstream learns
             # that a client left: its generation stops and so does its bill.
             response.close()
 
 
+class _StreamIdle(Exception):
+    """Set on a stream's reader by its idle watch, which wakes the read waiting on it."""
+
+
+class _IdleWatch:
+    """Fails a started stream whose upstream sends no event for `idle` seconds.
+
+    One timer per stream, not one per event: each event only notes the time, and the timer,
+    when it fires early, is set again for the silence still left. Time the relay spends
+    writing to the client is not silence: while it does, `since` is None.
+    """
+
+    __slots__ = ("_handle", "_idle", "_loop", "_response", "since")
+
+    def __init__(self, response: aiohttp.ClientResponse, idle: float):
+        self._loop = asyncio.get_running_loop()
+        self._response = response
+        self._idle = idle
+        self.since: float | None = None
+        self._handle = self._loop.call_at(self._loop.time() + idle, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._response.closed:
+            return  # the stream is over, read to its end or closed
+        if self.since is None:
+            self._handle = self._loop.call_at(now + self._idle, self._check)
+        elif now < self.since + self._idle:
+            self._handle = self._loop.call_at(self.since + self._idle, self._check)
+        else:
+            self._response.content.set_exception(_StreamIdle())
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class _Chunks:
-    def __init__(self, response: aiohttp.ClientResponse, adapter: Adapter, call: Call):
+    def __init__(self, response: aiohttp.ClientResponse, adapter: Adapter, call: Call,
+                 max_event_bytes: int, idle: float):
         self._response = response
         self._adapter = adapter
         self._call = call
+        self._max_event_bytes = max_event_bytes
+        self._idle = idle
         self.state = StreamState()
 
     async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
         route, read_chunk = self._call.route, self._adapter.read_chunk
+        content, loop = self._response.content, asyncio.get_running_loop()
+        # Until the first chunk the channel's timeout bounds the wait; from then on, the watch.
+        watch: _IdleWatch | None = None
         try:
-            async for events in sse_batches(self._response.content):
+            async for events in sse_batches(content, self._max_event_bytes):
                 batch: list[dict[str, Any]] = []
                 for data in events:
                     if data == b"[DONE]":
@@ -156,9 +245,27 @@ class _Chunks:
                         raise
                     if chunk is not None:
                         batch.append(chunk)
-                yield batch
+                if watch is None and batch:
+                    watch = _IdleWatch(self._response, self._idle)
+                if watch is None:
+                    yield batch
+                else:
+                    watch.since = None
+                    yield batch
+                    watch.since = loop.time()
         except _WIRE_ERRORS as exc:
             raise _wire_error(exc, route) from None
+        except EventTooLarge as exc:
+            raise UpstreamFailed(f"The upstream {route.provider!r} sent a stream event too "
+                                 f"large: more than {exc.limit} bytes (the provider's "
+                                 "max_event_bytes).") from None
+        except _StreamIdle:
+            raise UpstreamTimeout(f"The upstream {route.provider!r} sent nothing for "
+                                  f"{self._idle:g}s in the middle of a stream (the provider's "
+                                  "stream_idle_timeout).") from None
+        finally:
+            if watch is not None:
+                watch.cancel()
         if not self.state.finished:
             raise UpstreamFailed(
                 f"The upstream {route.provider!r} ended the stream before it finished.")
