@@ -114,6 +114,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _refused(error: GatewayError, request: web.Request) -> web.Response:
+    if error.status >= 500:
+        # The gateway's or an upstream's failure, not the client's: the operator looks it up by
+        # the request id the client was given.
+        log.warning("answered %d %s: %s", error.status, error.code, error.message)
     response = error_response(error, request_id(request))
     if not request.content.is_eof():
         # Refused before its body was read, or while reading it: the rest of the body is
