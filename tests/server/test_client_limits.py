@@ -225,3 +225,26 @@ def test_live_answers_beside_a_thousand_half_sent_requests_and_the_cap_says_503(
     # Closed connections free their places.
     assert wait_until(lambda: exchange(capped.port, request(
         "GET", "/health/live", {"Connection": "close"})).status == 200, timeout=20)
+
+
+def test_the_header_clock_starts_at_a_requests_first_byte_not_at_the_connection(edge):
+    # A keep-alive connection idle for longer than the header timeout is still served: only
+    # the bytes of a request count against it.
+    live = request("GET", "/health/live")
+    with connect(edge.port, timeout=30) as sock:
+        sock.sendall(live)
+        assert read_reply(sock).status == 200
+        time.sleep(3)  # header_timeout_s is 2
+        sock.sendall(live[:10])
+        time.sleep(0.5)
+        sock.sendall(live[10:])
+        assert read_reply(sock).status == 200
+
+
+def test_streams_that_run_to_the_end_give_their_slots_back(edge):
+    created = edge.cli("keys", "create", "--name", "streams-to-the-end")
+    client = edge.client(created.stdout.strip().splitlines()[-1].strip())
+    for _ in range(5):  # the cap is 2: a slot kept by a finished stream would refuse the third
+        stream = client.chat.completions.create(
+            model="fake-model", stream=True, messages=[{"role": "user", "content": "hi"}])
+        assert [chunk for chunk in stream]

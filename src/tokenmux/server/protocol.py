@@ -94,17 +94,18 @@ class EdgeProtocol(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if not self._counted:
             return
-        # Between two requests (no body still arriving), the first byte starts the clock.
-        if self._header_timer is None and data and (
-                self._payload is None or self._payload.is_eof()):
-            self._header_timer = self._loop.call_later(
-                self._edge.limits.header_timeout_s, self._headers_late)
+        between = self._payload is None or self._payload.is_eof()  # no body still arriving
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:
             self._stop_header_timer()
             if self._messages:
                 self._payload = self._messages[-1][1]
+        elif between and data and self._header_timer is None:
+            # A request has begun and its headers are not all here: the clock starts now (a
+            # request that comes whole in one read, the usual case, never needs one).
+            self._header_timer = self._loop.call_later(
+                self._edge.limits.header_timeout_s, self._headers_late)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
