@@ -116,9 +116,14 @@ class EdgeProtocol(RequestHandler):
         self._header_timer = None
         if self.transport is None:
             return
-        if not self._request_in_progress and not self._messages:
-            late = ReadTimeout(f"The request headers did not arrive within "
-                               f"{self._edge.limits.header_timeout_s:g} seconds.",
+        timeout = self._edge.limits.header_timeout_s
+        if self._request_in_progress:
+            # Pipelined behind a request still being answered (a long stream): that answer is
+            # not cut; the clock runs again and ends the connection if the headers still lag.
+            self._header_timer = self._loop.call_later(timeout, self._headers_late)
+            return
+        if not self._messages:
+            late = ReadTimeout(f"The request headers did not arrive within {timeout:g} seconds.",
                                code="header_timeout")
             self.transport.write(_raw(late))
         self.force_close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import resource
 
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
@@ -42,6 +41,10 @@ class EdgeRunner(web.AppRunner):
 
 def raise_fd_limit(wanted: int) -> int:
     """Lifts the soft limit on open files to the hard one; returns the limit in force."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: nothing to lift
+        return wanted
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # An unlimited hard limit is not accepted as a soft one everywhere: then a million will do.
     for target in (hard, 1 << 20):
