@@ -4,6 +4,7 @@
     ├── InvalidRequest                400 invalid_request_error
     │   ├── PayloadTooLarge           413 invalid_request_error / request_too_large
     │   ├── UnsupportedMediaType      415 invalid_request_error / unsupported_media_type
+    │   ├── ExpectationFailed         417 invalid_request_error / expectation_failed
     │   └── HeadersTooLarge           431 invalid_request_error / request_header_too_large
     ├── Unauthenticated               401 invalid_request_error / invalid_api_key
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
@@ -176,6 +177,11 @@ class UpstreamTimeout(GatewayError):
 class UnsupportedMediaType(InvalidRequest):
     status = 415
     code = "unsupported_media_type"
+
+
+class ExpectationFailed(InvalidRequest):
+    status = 417
+    code = "expectation_failed"
 
 
 class HeadersTooLarge(InvalidRequest):

@@ -248,3 +248,25 @@ def test_streams_that_run_to_the_end_give_their_slots_back(edge):
         stream = client.chat.completions.create(
             model="fake-model", stream=True, messages=[{"role": "user", "content": "hi"}])
         assert [chunk for chunk in stream]
+
+
+def test_expect_100_continue_is_given_only_to_a_valid_key(edge):
+    expect = {"Expect": "100-continue", "Content-Length": str(len(BODY)),
+              "Content-Type": "application/json"}
+    refused = exchange(edge.port, _post({**expect, "Authorization": "Bearer tm-wrong"}))
+    assert refused.status == 401  # at once, and no 100 Continue before it
+    assert refused.error()["code"] == "invalid_api_key"
+    too_big = exchange(edge.port, _post({**expect, "Authorization": f"Bearer {ADMIN_KEY}",
+                                         "Content-Length": str(BIG + 1)}))
+    assert too_big.status == 413
+    odd = exchange(edge.port, _post({**expect, "Expect": "something-else",
+                                     "Authorization": f"Bearer {ADMIN_KEY}"}))
+    assert odd.status == 417
+    assert odd.error()["code"] == "expectation_failed"
+    with connect(edge.port) as sock:
+        sock.sendall(_post({**expect, "Authorization": f"Bearer {ADMIN_KEY}"}))
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(BODY)
+        answer = read_reply(sock)
+    assert answer.status == 200, answer.raw
+    assert answer.json()["object"] == "chat.completion"

@@ -23,7 +23,8 @@ from tokenmux.errors import InvalidRequest, PayloadTooLarge, ReadTimeout, Unsupp
 DECODED = frozenset({"identity", "gzip", "deflate"})
 
 
-async def read_body(request: web.Request, limits: Server) -> bytes:
+def check_headers(request: web.Request, limits: Server) -> None:
+    """What the headers alone say about the body: its type, its encoding, its length."""
     _check_type(request.headers.get("Content-Type"))
     encoding = request.headers.get("Content-Encoding")
     if encoding is not None and encoding.strip().lower() not in DECODED:
@@ -32,6 +33,10 @@ async def read_body(request: web.Request, limits: Server) -> bytes:
     length = request.content_length
     if length is not None and length > limits.max_request_bytes:
         raise _too_large(limits)
+
+
+async def read_body(request: web.Request, limits: Server) -> bytes:
+    check_headers(request, limits)
     try:
         if request.content.is_eof():  # all of it came with the headers: no timer to arm
             return await request.read()

@@ -8,12 +8,13 @@ import logging
 import re
 import time
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmux import pipeline
 from tokenmux.errors import (
+    ExpectationFailed,
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
@@ -23,7 +24,7 @@ from tokenmux.errors import (
 from tokenmux.gateway import Gateway
 from tokenmux.ids import unique
 from tokenmux.logs import REQUEST_ID
-from tokenmux.server.body import read_body
+from tokenmux.server.body import check_headers, read_body
 from tokenmux.server.responses import error_response, json_response
 from tokenmux.server.sse import SseWriter
 
@@ -63,6 +64,24 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _authenticate(request: web.Request) -> None:
     await request.app[GATEWAY].keys.authenticate(request.headers.get("Authorization"),
                                            request.headers.get("x-api-key"))
+
+
+async def continue_once_known(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue`: a client that waits for the go before sending its body gets it
+    only with a valid key and an acceptable body, so a refused upload is never sent at all."""
+    REQUEST_ID.set(request_id(request))
+    if request.version != HttpVersion11:
+        return None
+    try:
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise ExpectationFailed("The only expectation the gateway meets is 100-continue.")
+        await _authenticate(request)
+        check_headers(request, request.app[GATEWAY].config.server)
+    except GatewayError as error:
+        return _refused(error, request)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer proper has not begun
+    return None
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -140,8 +159,8 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> GatewayError:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/api/v1/chat/completions", chat_completions)
+    for path in ("/v1/chat/completions", "/api/v1/chat/completions"):
+        app.router.add_post(path, chat_completions, expect_handler=continue_once_known)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
