@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from tests.server.raw import closed_by_peer, connect, exchange, request
+from tests.server.raw import closed_by_peer, connect, exchange, read_reply, request
 
 BODY = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -66,6 +66,15 @@ def test_a_refused_malformed_request_closes_its_connection(gateway):
     with connect(gateway.port) as sock:
         sock.sendall(MALFORMED["bad_chunk_size"][0])
         assert closed_by_peer(sock, timeout=20)
+
+
+def test_headers_over_64k_in_all_are_431_though_each_is_within_its_limit(gateway):
+    head = request("GET", "/v1/models", {f"X-Pad-{i}": "p" * 8000 for i in range(10)})
+    with connect(gateway.port) as sock:
+        sock.sendall(head[:-2])  # 80 KB of headers, and no end to them yet
+        reply = read_reply(sock)
+    assert reply.status == 431
+    assert reply.error()["code"] == "request_header_too_large"
 
 
 def test_a_method_a_route_does_not_take_is_405(gateway):

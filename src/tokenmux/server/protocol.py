@@ -5,6 +5,8 @@
 - **Header timeout.** A request's line and headers must all arrive within
   `server.header_timeout_s` of its first byte; each byte does not extend it, so a client
   trickling a header line a second is answered 408 `header_timeout` and closed.
+- **Header size.** The line and headers of a request may have `HEAD_LIMIT` bytes in all (431
+  beyond), so 128 headers of 8 KB each cannot be held for every connection.
 - **Refusals in OpenAI's shape.** What aiohttp's parser refuses (a header over 8 KB: 431; bad
   chunking, a Content-Length beside a Transfer-Encoding, a bare CR or LF: 400; a method it does
   not know: 501) leaves as `{"error": {...}}` with a request id, never quoting the request: the
@@ -44,6 +46,7 @@ from tokenmux.server.responses import error_response
 log = logging.getLogger(__name__)
 
 FIELD_LIMIT = 8190  # bytes in a request line or one header; aiohttp's default, stated here
+HEAD_LIMIT = 64 * 1024  # bytes of a request's line and headers together
 
 
 class EdgeServer(web.Server):
@@ -71,6 +74,7 @@ class EdgeProtocol(RequestHandler):
         self._counted = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._payload: StreamReader | None = None  # the body of the last request parsed
+        self._head_bytes = 0  # of the request whose headers are arriving
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         edge = self._edge
@@ -99,13 +103,20 @@ class EdgeProtocol(RequestHandler):
         super().data_received(data)
         if self._request_count != parsed:
             self._stop_header_timer()
+            self._head_bytes = 0
             if self._messages:
                 self._payload = self._messages[-1][1]
-        elif between and data and self._header_timer is None:
-            # A request has begun and its headers are not all here: the clock starts now (a
-            # request that comes whole in one read, the usual case, never needs one).
-            self._header_timer = self._loop.call_later(
-                self._edge.limits.header_timeout_s, self._headers_late)
+        elif between and data:
+            # A request has begun and its headers are not all here (a request that comes
+            # whole in one read, the usual case, needs none of this).
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_LIMIT:
+                # Each line is within its limit, but together they would be held in memory.
+                self._refuse_now(HeadersTooLarge(
+                    f"The request's headers are larger than {HEAD_LIMIT} bytes in all."))
+            elif self._header_timer is None:
+                self._header_timer = self._loop.call_later(
+                    self._edge.limits.header_timeout_s, self._headers_late)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -122,10 +133,15 @@ class EdgeProtocol(RequestHandler):
             # not cut; the clock runs again and ends the connection if the headers still lag.
             self._header_timer = self._loop.call_later(timeout, self._headers_late)
             return
-        if not self._messages:
-            late = ReadTimeout(f"The request headers did not arrive within {timeout:g} seconds.",
-                               code="header_timeout")
-            self.transport.write(_raw(late))
+        self._refuse_now(ReadTimeout(
+            f"The request headers did not arrive within {timeout:g} seconds.",
+            code="header_timeout"))
+
+    def _refuse_now(self, error: GatewayError) -> None:
+        """Answers a request whose headers never completed, and closes the connection."""
+        self._stop_header_timer()
+        if self.transport is not None and not self._request_in_progress and not self._messages:
+            self.transport.write(_raw(error))
         self.force_close()
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
