@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 FIELD_LIMIT = 8190  # bytes in a request line or one header; aiohttp's default, stated here
 HEAD_LIMIT = 64 * 1024  # bytes of a request's line and headers together
+LINGER_SECONDS = 1.0  # a connection refused mid-headers stays this long to deliver the answer
 
 
 class EdgeServer(web.Server):
@@ -75,6 +76,7 @@ class EdgeProtocol(RequestHandler):
         self._header_timer: asyncio.TimerHandle | None = None
         self._payload: StreamReader | None = None  # the body of the last request parsed
         self._head_bytes = 0  # of the request whose headers are arriving
+        self._refused = False  # answered from here; what still comes is dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         edge = self._edge
@@ -96,7 +98,7 @@ class EdgeProtocol(RequestHandler):
             super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._counted:
+        if not self._counted or self._refused:
             return
         between = self._payload is None or self._payload.is_eof()  # no body still arriving
         parsed = self._request_count
@@ -140,9 +142,17 @@ class EdgeProtocol(RequestHandler):
     def _refuse_now(self, error: GatewayError) -> None:
         """Answers a request whose headers never completed, and closes the connection."""
         self._stop_header_timer()
-        if self.transport is not None and not self._request_in_progress and not self._messages:
-            self.transport.write(_raw(error))
-        self.force_close()
+        transport = self.transport
+        if transport is None or self._request_in_progress or self._messages:
+            self.force_close()
+            return
+        self._refused = True
+        transport.write(_raw(error))
+        # Closing a socket with unread bytes resets it, and a client still sending would lose
+        # the answer: end the writing side first, drop what comes for a moment, then close.
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(LINGER_SECONDS, self.force_close)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")
