@@ -133,7 +133,7 @@ def test_a_key_over_its_concurrency_cap_gets_429_and_slots_come_back(edge):
         try:
             stream = client.chat.completions.create(
                 model="fake-model", stream=True,
-                messages=[{"role": "user", "content": "@slow 0.3"}])
+                messages=[{"role": "user", "content": "@slow 3"}])
             next(iter(stream))
             holding.wait()  # both streams are open
             holding.wait()  # the third request has been refused
