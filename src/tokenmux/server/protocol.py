@@ -83,7 +83,7 @@ class EdgeProtocol(RequestHandler):
         if edge.open_connections >= edge.limits.max_connections:
             busy = ServerBusy("The gateway has as many connections open as it accepts; "
                               "retry in a moment.")
-            transport.write(_raw(busy))  # type: ignore[attr-defined]
+            transport.write(_raw(busy, unique("req_")))  # type: ignore[attr-defined]
             transport.close()
             return
         edge.open_connections += 1
@@ -147,7 +147,11 @@ class EdgeProtocol(RequestHandler):
             self.force_close()
             return
         self._refused = True
-        transport.write(_raw(error))
+        rid = unique("req_")
+        # A transport callback's context outlives the call: the id goes with the record alone.
+        log.info("refused a request before its headers were complete: %d %s", error.status,
+                 error.code, extra={"request_id": rid})
+        transport.write(_raw(error, rid))
         # Closing a socket with unread bytes resets it, and a client still sending would lose
         # the answer: end the writing side first, drop what comes for a moment, then close.
         if transport.can_write_eof():
@@ -198,10 +202,9 @@ def _refusal(status: int, exc: BaseException | None) -> GatewayError:
                         "gateway's log.")
 
 
-def _raw(error: GatewayError) -> bytes:
+def _raw(error: GatewayError, rid: str) -> bytes:
     """A whole HTTP/1.1 response, for the moments there is no request to answer through."""
     body = orjson.dumps(error.body())
-    rid = unique("req_")
     head = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}",
             "Content-Type: application/json", f"Content-Length: {len(body)}",
             f"X-Request-Id: {rid}", "Connection: close"]
