@@ -2,11 +2,18 @@
 
     GatewayError                      500 api_error
     ├── InvalidRequest                400 invalid_request_error
-    │   └── PayloadTooLarge           413 invalid_request_error / request_too_large
+    │   ├── PayloadTooLarge           413 invalid_request_error / request_too_large
+    │   ├── UnsupportedMediaType      415 invalid_request_error / unsupported_media_type
+    │   ├── ExpectationFailed         417 invalid_request_error / expectation_failed
+    │   └── HeadersTooLarge           431 invalid_request_error / request_header_too_large
     ├── Unauthenticated               401 invalid_request_error / invalid_api_key
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
     ├── RouteNotFound                 404 invalid_request_error / not_found
     ├── MethodNotAllowed              405 invalid_request_error / method_not_allowed
+    ├── MethodNotImplemented          501 invalid_request_error / method_not_implemented
+    ├── ReadTimeout                   408 timeout / header_timeout | body_timeout
+    ├── ConcurrencyLimited            429 requests / concurrency_limit_exceeded (+ Retry-After)
+    ├── ServerBusy                    503 server_error / server_busy (+ Retry-After)
     ├── RateLimited                   429 requests|tokens / rate_limit_exceeded (+ Retry-After)
     ├── UpstreamRejected              the upstream's own 4xx, passed on (the client's mistake)
     ├── DeadlineExceeded              408 timeout / request_timeout (+ X-Timeout-* headers)
@@ -165,3 +172,54 @@ class UpstreamTimeout(GatewayError):
     status = 504
     type = "timeout"
     code = "upstream_timeout"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ExpectationFailed(InvalidRequest):
+    status = 417
+    code = "expectation_failed"
+
+
+class HeadersTooLarge(InvalidRequest):
+    status = 431
+    code = "request_header_too_large"
+
+
+class MethodNotImplemented(GatewayError):
+    status = 501
+    type = "invalid_request_error"
+    code = "method_not_implemented"
+
+
+class ReadTimeout(GatewayError):
+    """The client took longer than the server's limit to send its headers or its body."""
+
+    status = 408
+    type = "timeout"
+    code = "body_timeout"
+
+    def headers(self) -> dict[str, str]:
+        # The connection is closed after this answer; what was sent of the request is lost.
+        return {"Connection": "close"}
+
+
+class ConcurrencyLimited(GatewayError):
+    status = 429
+    type = "requests"
+    code = "concurrency_limit_exceeded"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1", "retry-after-ms": "1000"}
+
+
+class ServerBusy(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "server_busy"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1", "Connection": "close"}

@@ -18,7 +18,7 @@ from tokenmux.auth import KeyCache, Principal, hash_key
 from tokenmux.config import Config
 from tokenmux.db import connect
 from tokenmux.ledger import LedgerWriter
-from tokenmux.limits import MemoryLimiter
+from tokenmux.limits import KeyConcurrency, MemoryLimiter
 from tokenmux.providers import FAN_OUT, adapter_for
 from tokenmux.providers.base import Provider
 from tokenmux.providers.echo import EchoProvider
@@ -42,6 +42,7 @@ class Gateway:
     ledger: LedgerWriter
     engine: Engine
     rng: random.Random = field(default_factory=random.Random)
+    concurrency: KeyConcurrency = field(default_factory=lambda: KeyConcurrency(None))
     _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -96,6 +97,7 @@ def build(config: Config, *, engine: Engine | None = None) -> Gateway:
             max_pending=config.ledger.max_pending,
         ),
         engine=engine,
+        concurrency=KeyConcurrency(config.server.max_concurrent_per_key),
     )
     providers: dict[str, Provider] = {ECHO_PROVIDER: EchoProvider()}
     for name, provider in config.providers.items():

@@ -1,17 +1,18 @@
 """The order of the stages one chat completion goes through, and nothing else.
 
-    authenticate → validate → plan the channels → reserve limits → attempt the channels in
-    turn within the deadline → answer (JSON, or SSE chunk by chunk) → settle limits → ledger row
+    authenticate → take a slot → read the body → validate → plan the channels → reserve limits
+    → attempt the channels in turn within the deadline → answer (JSON, or SSE chunk by chunk)
+    → settle limits, give the slot back → ledger row
 
 Every stage is a plain call with a typed value; the HTTP edge (server/) hands in the request's
-bytes and headers and an SSE sink, and renders whatever `GatewayError` comes out.
+headers, a reader for its body and an SSE sink, and renders whatever `GatewayError` comes out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from tokenmux.config.schema import Routing
 from tokenmux.errors import GatewayError, InvalidRequest, UpstreamFailed
 from tokenmux.gateway import Gateway
 from tokenmux.ledger import UsageRow
-from tokenmux.limits import Reservation
+from tokenmux.limits import Reservation, Slot
 from tokenmux.providers.base import Call, ChunkStream, Provider, StreamState, Usage, counted_usage
 from tokenmux.routing import Route
 from tokenmux.routing.plan import plan
@@ -37,7 +38,7 @@ MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 5_000, 300_000
 
 @dataclass(slots=True)
 class Inbound:
-    body: bytes
+    body: bytes  # empty until the key is known: a caller without one never gets it read
     authorization: str | None
     api_key: str | None
     end_user: str | None
@@ -45,6 +46,7 @@ class Inbound:
     tier: str | None  # the X-Tier header
     request_id: str
     started: float  # time.perf_counter() when the request arrived
+    read_body: Callable[[], Awaitable[bytes]]
 
 
 @dataclass(slots=True)
@@ -92,7 +94,10 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
     outcome = _Outcome()
     request: ChatRequest | None = None
     reservation: Reservation | None = None
+    slot: Slot | None = None
     try:
+        slot = gw.concurrency.acquire(principal)
+        inbound.body = await inbound.read_body()
         request = parse_chat(inbound.body)
         deadline = Deadline(_budget(inbound.timeout, gw.config.routing), inbound.started)
         tier = outcome.attempts.tier = requested_tier(inbound.tier, principal.tier,
@@ -129,6 +134,8 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
         raise
     finally:
+        if slot is not None:
+            slot.release()
         outcome.attempts.release()
         usage = outcome.usage or Usage(source="none")
         if reservation is not None:
@@ -139,10 +146,8 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
 def _budget(header: str | None, policy: Routing) -> int:
     if header is None:
         return policy.default_timeout_ms
-    try:
-        budget = int(header)
-    except ValueError:
-        budget = -1
+    # ASCII digits only: int() would also take full-width digits, "6_000" and " +6000 ".
+    budget = int(header) if header.isascii() and header.isdigit() else -1
     if not MIN_TIMEOUT_MS <= budget <= MAX_TIMEOUT_MS:
         raise InvalidRequest(
             f"X-Timeout must be a whole number of milliseconds from {MIN_TIMEOUT_MS} to "

@@ -47,6 +47,10 @@ class KeyCache:
         if not secret:
             raise Unauthenticated(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
+        if not (secret.isascii() and secret.isprintable()):
+            # A byte that is not UTF-8 reaches here as a surrogate, which cannot even be hashed.
+            raise Unauthenticated("The API key holds characters no API key has (only printable "
+                                  "ASCII is valid).")
         hashed = hash_key(secret)
         principal = self._keys.get(hashed)
         if principal is None:

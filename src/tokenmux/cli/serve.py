@@ -6,14 +6,15 @@ import asyncio
 import logging
 
 import click
-from aiohttp import web
 from sqlalchemy import Engine
 
 from tokenmux import gateway as gateway_module
+from tokenmux import logs
 from tokenmux.auth import records
 from tokenmux.cli.common import config_option, load, open_database
 from tokenmux.config import Config
 from tokenmux.server import create_app
+from tokenmux.server.runner import run
 
 log = logging.getLogger("tokenmux")
 
@@ -43,8 +44,7 @@ def _first_admin_key(config: Config, engine: Engine) -> None:
 def serve(config_path: str | None, host: str | None, port: int | None) -> None:
     """Run the gateway."""
     config = load(config_path)
-    logging.basicConfig(level=config.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config.log_level)
     engine = open_database(config)
     _first_admin_key(config, engine)
     gateway = gateway_module.build(config, engine=engine)
@@ -52,7 +52,4 @@ def serve(config_path: str | None, host: str | None, port: int | None) -> None:
     port = config.server.port if port is None else port
     models = ", ".join(entry.name for entry in gateway.catalog.entries)
     click.echo(f"tokenmux serving on http://{host}:{port}/v1 — models: {models}")
-    web.run_app(
-        create_app(gateway), host=host, port=port, access_log=None, print=None,
-        handler_cancellation=True, shutdown_timeout=30, loop=_new_loop(),
-    )
+    run(create_app(gateway), config.server, host, port, _new_loop())

@@ -121,6 +121,11 @@ class Server(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_request_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    # Limits on one client, so that none can take the gateway down (README, "Limits on a client").
+    header_timeout_s: float = Field(10.0, gt=0, description="from a request's first byte")
+    body_timeout_s: float = Field(30.0, gt=0, description="to read the whole body")
+    max_connections: int = Field(4096, ge=1, description="open at once; beyond: 503, closed")
+    max_concurrent_per_key: int | None = Field(256, ge=1, description="requests in flight")
 
 
 class Ledger(Strict):

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmux import pipeline
 from tokenmux.errors import (
+    ExpectationFailed,
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
@@ -21,6 +23,8 @@ from tokenmux.errors import (
 )
 from tokenmux.gateway import Gateway
 from tokenmux.ids import unique
+from tokenmux.logs import REQUEST_ID
+from tokenmux.server.body import check_headers, read_body
 from tokenmux.server.responses import error_response, json_response
 from tokenmux.server.sse import SseWriter
 
@@ -42,13 +46,15 @@ def request_id(request: web.Request) -> str:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     rid = request_id(request)
-    body = await request.read()  # over the size limit: HTTPRequestEntityTooLarge, see below
     headers = request.headers
-    inbound = pipeline.Inbound(body, headers.get("Authorization"), headers.get("x-api-key"),
+    gateway = request.app[GATEWAY]
+    # The body is read only when the pipeline asks, once the key is known.
+    inbound = pipeline.Inbound(b"", headers.get("Authorization"), headers.get("x-api-key"),
                                headers.get("X-User"), headers.get("X-Timeout"),
-                               headers.get("X-Tier"), rid, started)
+                               headers.get("X-Tier"), rid, started,
+                               functools.partial(read_body, request, gateway.config.server))
     sink = SseWriter(request, rid)
-    answer = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
+    answer = await pipeline.chat_completion(gateway, inbound, sink)
     if answer.body is None:
         assert sink.response is not None
         return sink.response
@@ -58,6 +64,24 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _authenticate(request: web.Request) -> None:
     await request.app[GATEWAY].keys.authenticate(request.headers.get("Authorization"),
                                            request.headers.get("x-api-key"))
+
+
+async def continue_once_known(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue`: a client that waits for the go before sending its body gets it
+    only with a valid key and an acceptable body, so a refused upload is never sent at all."""
+    REQUEST_ID.set(request_id(request))
+    if request.version != HttpVersion11:
+        return None
+    try:
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise ExpectationFailed("The only expectation the gateway meets is 100-continue.")
+        await _authenticate(request)
+        check_headers(request, request.app[GATEWAY].config.server)
+    except GatewayError as error:
+        return _refused(error, request)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer proper has not begun
+    return None
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -91,18 +115,35 @@ async def live(request: web.Request) -> web.Response:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The outermost handler: every failure leaves as an OpenAI-shaped error with a request id."""
+    """The outermost handler: every failure leaves as an OpenAI-shaped error with a request id,
+    and every line logged meanwhile carries that id."""
+    # Each request runs in a task of its own, so the variable needs no reset.
+    REQUEST_ID.set(request_id(request))
     try:
         return await handler(request)
     except GatewayError as error:
-        return error_response(error, request_id(request))
+        return _refused(error, request)
     except web.HTTPException as exc:
-        return error_response(_from_http(exc, request), request_id(request))
+        return _refused(_from_http(exc, request), request)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         failure = GatewayError("The gateway failed unexpectedly; the request id names it in "
                                "the gateway's log.")
-        return error_response(failure, request_id(request))
+        return _refused(failure, request)
+
+
+def _refused(error: GatewayError, request: web.Request) -> web.Response:
+    if error.status >= 500:
+        # The gateway's or an upstream's failure, not the client's: the operator looks it up by
+        # the request id the client was given.
+        log.warning("answered %d %s: %s", error.status, error.code, error.message)
+    response = error_response(error, request_id(request))
+    if not request.content.is_eof():
+        # Refused before its body was read, or while reading it: the rest of the body is
+        # drained and dropped (for at most aiohttp's lingering time), then the connection
+        # closes, so a refused upload cannot hold it open.
+        response.force_close()
+    return response
 
 
 def _from_http(exc: web.HTTPException, request: web.Request) -> GatewayError:
@@ -118,10 +159,12 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> GatewayError:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/api/v1/chat/completions", chat_completions)
+    for path in ("/v1/chat/completions", "/api/v1/chat/completions"):
+        app.router.add_post(path, chat_completions, expect_handler=continue_once_known)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
+    app.router.add_get("/api/v1/models", list_models)
+    app.router.add_get("/api/v1/models/{model:.+}", retrieve_model)
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", live)
