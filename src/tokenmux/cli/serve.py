@@ -17,6 +17,11 @@ from tokenmux.server import create_app
 
 log = logging.getLogger("tokenmux")
 
+# aiohttp waits `shutdown_timeout` for the handlers, then as long again after cancelling them
+# (60 s with a 30 s timeout). The gateway ends its requests itself when the grace is out
+# (Gateway.begin_stop), so aiohttp's wait only needs a margin past it for the last writes.
+STOP_MARGIN_S = 3.0
+
 
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
@@ -54,5 +59,6 @@ def serve(config_path: str | None, host: str | None, port: int | None) -> None:
     click.echo(f"tokenmux serving on http://{host}:{port}/v1 — models: {models}")
     web.run_app(
         create_app(gateway), host=host, port=port, access_log=None, print=None,
-        handler_cancellation=True, shutdown_timeout=30, loop=_new_loop(),
+        handler_cancellation=True,
+        shutdown_timeout=config.server.shutdown_grace_s + STOP_MARGIN_S, loop=_new_loop(),
     )

@@ -15,6 +15,7 @@ from tokenmux import pipeline
 from tokenmux.errors import (
     GatewayError,
     InvalidRequest,
+    LedgerUnavailable,
     MethodNotAllowed,
     PayloadTooLarge,
     RouteNotFound,
@@ -42,13 +43,28 @@ def request_id(request: web.Request) -> str:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     rid = request_id(request)
+    gateway = request.app[GATEWAY]
+    if not gateway.ledger.accepting():
+        raise LedgerUnavailable("The gateway cannot record usage right now (neither its "
+                                "database nor its disk takes rows), so it serves no request.")
+    task = asyncio.current_task()
+    assert task is not None
+    gateway.inflight.add(task)
+    try:
+        return await _chat(request, gateway, rid, started)
+    finally:
+        gateway.inflight.discard(task)
+
+
+async def _chat(request: web.Request, gateway: Gateway, rid: str,
+                started: float) -> web.StreamResponse:
     body = await request.read()  # over the size limit: HTTPRequestEntityTooLarge, see below
     headers = request.headers
     inbound = pipeline.Inbound(body, headers.get("Authorization"), headers.get("x-api-key"),
                                headers.get("X-User"), headers.get("X-Timeout"),
                                headers.get("X-Tier"), rid, started)
     sink = SseWriter(request, rid)
-    answer = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
+    answer = await pipeline.chat_completion(gateway, inbound, sink)
     if answer.body is None:
         assert sink.response is not None
         return sink.response
@@ -75,14 +91,20 @@ async def retrieve_model(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """Liveness and readiness at once: 200 only when the database answers too."""
+    """Liveness and readiness at once: 200 only when the database answers and the ledger can
+    keep rows somewhere (the database or its disk)."""
     gateway = request.app[GATEWAY]
+    ledger = gateway.ledger.health()
+    body = {"status": "ok", "database": "ok", "ledger": ledger.pop("state"),
+            "ledger_detail": ledger}
     try:
         await asyncio.wait_for(asyncio.to_thread(gateway.database_ready), 5)
     except (SQLAlchemyError, TimeoutError) as exc:
-        body = {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"}
+        body["database"] = f"unreachable: {type(exc).__name__}"
+    if body["database"] != "ok" or body["ledger"] in ("failing", "stopped"):
+        body["status"] = "unavailable"
         return json_response(body, request_id(request), 503)
-    return json_response({"status": "ok", "database": "ok"}, request_id(request))
+    return json_response(body, request_id(request))
 
 
 async def live(request: web.Request) -> web.Response:
