@@ -111,6 +111,7 @@ class WriteAheadLog:
                 self._write(fd, line)
         except OSError:
             os.close(fd)
+            self._path().unlink(missing_ok=True)
             raise
         self._fd = fd
         if self._fsync:
