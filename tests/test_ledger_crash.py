@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import httpx2 as httpx
+import orjson
+import pytest
 
 from tests.conftest import ADMIN_KEY, Gateway, config_for, wait_until
 
@@ -99,6 +101,8 @@ class Stream(threading.Thread):
             with httpx.stream("POST", self.url, json=self.body, timeout=60,
                               headers={**AUTH, "X-Request-Id": self.rid}) as response:
                 for line in response.iter_lines():
+                    if not line:
+                        continue
                     self.lines.append(line)
                     if '"content":"' in line and '"content":""' not in line:
                         self.words += 1
@@ -116,6 +120,8 @@ def test_kill_9_under_load_loses_no_answered_row_and_bills_cut_streams(tmp_path,
             # Past a checkpoint (one a second) and well into the load, but before the end.
             assert wait_until(lambda: all(s.words >= 4 for s in streams), timeout=30)
             assert wait_until(lambda: len(load.answered) >= 50, timeout=30)
+            # A live stream's checkpoints are insurance, not rows: none reached the database.
+            assert not running.rows(request_id=streams[0].rid)
             _kill(running)
         for stream in streams:
             stream.join(30)
@@ -278,3 +284,58 @@ def test_a_header_that_is_not_utf8_costs_no_row(tmp_path, upstream):
         code = running.stop()
     assert code == 0
     assert len(running.rows()) == 7
+
+
+def test_a_long_stream_that_finished_keeps_its_final_row_through_kill_9(tmp_path, upstream):
+    # Nothing is committed before the kill (a minute's flush): the restart's replay decides
+    # between each stream's checkpoints and its final row. With fsync on, as a power cut needs.
+    config = config_for(tmp_path, upstream).replace(
+        "ledger: {flush_interval_ms: 50}", "ledger: {flush_interval_ms: 60000, fsync: true}")
+    running = Gateway(tmp_path, config).start()
+    finished = Stream(running, "finished", "@slow 0.3")  # 8 words in 2.4 s: two checkpoints
+    cut = Stream(running, "cut", "@slow 0.6")
+    try:
+        finished.start()
+        cut.start()
+        finished.join(60)
+        assert finished.error is None and finished.lines[-1] == "data: [DONE]"
+        for i in range(10):
+            assert _chat(running, f"echo-{i}").status_code == 200
+        assert cut.words >= 3
+        assert running.rows() == []
+        _kill(running)
+        cut.join(30)
+    finally:
+        running.stop()
+    restarted = _restart(running)
+    try:
+        rows = {row["request_id"]: row for row in restarted.rows()}
+        assert len(restarted.rows()) == len(rows) == 12
+        assert (rows["finished"]["status"], rows["finished"]["usage_source"]) == (200, "upstream")
+        assert rows["finished"]["completion_tokens"] == 8
+        assert (rows["cut"]["status"], rows["cut"]["error_code"]) == (500, "interrupted")
+        assert rows["cut"]["completion_tokens"] > 0
+    finally:
+        restarted.stop()
+
+
+def test_the_old_spool_file_is_replayed_once(tmp_path, upstream):
+    row = {"id": "old-row-1", "created_at": "2026-11-30T10:00:00+00:00", "request_id": "old-req",
+           "key_id": None, "key_name": "admin", "end_user": None, "requested_model": "m",
+           "model": "m", "provider": "p", "upstream_model": "u", "attempts": 1,
+           "tier": "medium", "queue_ms": 0.0, "stream": False, "status": 200,
+           "error_code": None, "prompt_tokens": 3, "completion_tokens": 4, "cached_tokens": 0,
+           "reasoning_tokens": 0, "usage_source": "upstream", "cost_usd": "0.0000110000",
+           "latency_ms": 5.0, "ttft_ms": None}
+    spool = tmp_path / "gateway.db.spool"
+    spool.write_bytes(orjson.dumps(row) + b"\n" + b'{"torn": ')
+    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    try:
+        found = running.wait_row("old-req")
+        assert found["cost_usd"] == pytest.approx(0.000011)
+        assert not spool.exists()
+    finally:
+        running.stop()
+    again = _restart(running)
+    again.stop()
+    assert len(again.rows(request_id="old-req")) == 1
