@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -76,7 +76,6 @@ class _Outcome:
     usage: Usage | None = None
     ttft: float | None = None
     row_id: str = field(default_factory=unique)  # a stream's checkpoints and its final row share it
-    recorded: bool = False
 
 
 @dataclass(slots=True)
@@ -95,32 +94,16 @@ class _OpenStream:
 async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answer:
     principal = await gw.keys.authenticate(inbound.authorization, inbound.api_key)
     outcome = _Outcome()
-    request: ChatRequest | None = None
-    reservation: Reservation | None = None
-
-    def finish() -> None:
-        # Once, before the answer's last bytes leave: a client that saw the end has a row.
-        if outcome.recorded:
-            return
-        outcome.recorded = True
-        outcome.attempts.release()
-        usage = outcome.usage or Usage(source="none")
-        if reservation is not None:
-            reservation.settle(usage.prompt_tokens + usage.completion_tokens)
-        gw.ledger.record(_row(inbound, principal, request, outcome, usage))
-
-    def checkpoint(state: StreamState) -> None:
-        gw.ledger.checkpoint(_checkpoint_row(inbound, principal, request, outcome, state))
-
+    billing = _Billing(gw, inbound, principal, outcome)
     try:
-        request = parse_chat(inbound.body)
+        request = billing.request = parse_chat(inbound.body)
         deadline = Deadline(_budget(inbound.timeout, gw.config.routing), inbound.started)
         tier = outcome.attempts.tier = requested_tier(inbound.tier, principal.tier,
                                                       principal.max_tier)
         routes = plan(gw.catalog, gw.catalog.resolve(request.model), request.models, tier,
                       gw.rng)
         estimate = tokens.estimate_prompt(len(inbound.body)) + (request.max_output or 0)
-        reservation = gw.limiter.reserve(principal, estimate)
+        billing.reservation = gw.limiter.reserve(principal, estimate)
         chat = request
 
         def call(route: Route, limit: float | None = None) -> Call:
@@ -138,8 +121,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
             lambda route, _: _open(gw.providers[route.provider], call(route)), _OpenStream.close)
         outcome.ttft = time.perf_counter() - inbound.started
         assert outcome.attempts.route is not None
-        await _relay(opened, call(outcome.attempts.route), sink, outcome,
-                     _Billing(finish, checkpoint, gw))
+        await _relay(opened, call(outcome.attempts.route), sink, outcome, billing)
         return Answer(None, {})
     except GatewayError as error:
         outcome.status, outcome.error_code = error.status, error.code
@@ -152,7 +134,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         outcome.status, outcome.error_code = stopped.status, stopped.code
         raise stopped from None
     finally:
-        finish()
+        billing.finish()
 
 
 def _budget(header: str | None, policy: Routing) -> int:
@@ -197,11 +179,31 @@ async def _open(provider: Provider, call: Call) -> _OpenStream:
 
 @dataclass(slots=True)
 class _Billing:
-    """What the relay bills with: the final row (before the last write) and checkpoints."""
+    """The request's row, recorded once and before the answer's last bytes leave (so a client
+    that saw the end has a row, whatever happens next), and a stream's checkpoints."""
 
-    finish: Callable[[], None]
-    checkpoint: Callable[[StreamState], None]
     gw: Gateway
+    inbound: Inbound
+    principal: Principal
+    outcome: _Outcome
+    request: ChatRequest | None = None
+    reservation: Reservation | None = None
+    recorded: bool = False
+
+    def finish(self) -> None:
+        if self.recorded:
+            return
+        self.recorded = True
+        outcome = self.outcome
+        outcome.attempts.release()
+        usage = outcome.usage or Usage(source="none")
+        if self.reservation is not None:
+            self.reservation.settle(usage.prompt_tokens + usage.completion_tokens)
+        self.gw.ledger.record(_row(self.inbound, self.principal, self.request, outcome, usage))
+
+    def checkpoint(self, state: StreamState) -> None:
+        self.gw.ledger.checkpoint(
+            _checkpoint_row(self.inbound, self.principal, self.request, self.outcome, state))
 
 
 def _shutting_down() -> ShuttingDown:

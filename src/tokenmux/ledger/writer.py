@@ -63,6 +63,7 @@ class LedgerWriter:
         self._retry_max = max(retry_max, flush_interval)
         self._max_pending = max_pending
         self._memory: list[dict[str, Any]] = []  # rows the disk did not take
+        self._memory_in_drain = 0  # of those, the ones the drain in progress holds
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -101,7 +102,11 @@ class LedgerWriter:
             self._live[row.id] = line
 
     def accepting(self) -> bool:
-        return len(self._memory) < self._max_pending
+        return self.rows_in_memory < self._max_pending
+
+    @property
+    def rows_in_memory(self) -> int:
+        return len(self._memory) + self._memory_in_drain
 
     @property
     def state(self) -> str:
@@ -119,7 +124,7 @@ class LedgerWriter:
             free: int | None = stats.f_bavail * stats.f_frsize
         except OSError:
             free = None
-        return {"state": self.state, "rows_in_memory": len(self._memory),
+        return {"state": self.state, "rows_in_memory": self.rows_in_memory,
                 "segments_waiting": len(self._wal.closed),
                 "database_failures": self.database_failures,
                 "disk_failures": self.disk_failures, "dead_letters": self._dead.count,
@@ -131,7 +136,7 @@ class LedgerWriter:
         await asyncio.to_thread(self._wal.open, self._legacy)
         if self._wal.closed:  # a crash or an outage left rows: they land before serving
             drained = await asyncio.to_thread(self._drain, [])
-            self._settle(drained, [])
+            self._settle(drained)
             log.info("ledger: replayed %d rows from %s", drained.rows, self._wal.root)
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
         self._task.add_done_callback(self._ended)
@@ -176,8 +181,13 @@ class LedgerWriter:
     async def _cycle(self) -> bool:
         self._wal.rotate()
         memory, self._memory = self._memory, []
-        drained = await asyncio.to_thread(self._drain, memory)
-        self._settle(drained, memory)
+        self._memory_in_drain = len(memory)
+        try:
+            drained = await asyncio.to_thread(self._drain, memory)
+        finally:
+            self._memory_in_drain = 0
+            self._memory[:0] = memory  # what the drain did not write: nothing if it succeeded
+        self._settle(drained)
         return drained.error is None
 
     def _drain(self, memory: list[dict[str, Any]]) -> _Drained:
@@ -206,7 +216,7 @@ class LedgerWriter:
             memory.clear()
         return drained
 
-    def _settle(self, drained: _Drained, memory: list[dict[str, Any]]) -> None:
+    def _settle(self, drained: _Drained) -> None:
         """Back on the loop: state changes, logged once each; unwritten rows go to disk."""
         if drained.torn:
             log.warning("ledger: %d torn lines skipped (a crash cut their write short, before "
@@ -222,15 +232,20 @@ class LedgerWriter:
             log.warning("ledger: the database takes writes again after %d failed attempts",
                         self.database_failures)
             self.database_error = None
+        if drained.error is not None and self._memory:
+            self._to_disk()
+
+    def _to_disk(self) -> None:
+        """Rows in memory go to the write-ahead file if it takes them now."""
         kept: list[dict[str, Any]] = []
-        for record in memory:  # left over by a failed drain: the disk may take them now
+        for record in self._memory:
             try:
                 line = encode(record)
             except TypeError:
                 line = b""
             if not line or not self._append(line, row=True):
                 kept.append(record)
-        self._memory[:0] = kept
+        self._memory = kept
 
     def _append(self, line: bytes, *, row: bool) -> bool:
         try:
