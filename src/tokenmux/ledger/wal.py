@@ -24,6 +24,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from pathlib import Path
 from tokenmux.ids import unique
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_OWNER = re.compile(r"p[0-9a-f]{24}")  # unique("p"): only such directories are ever adopted
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,8 @@ class WriteAheadLog:
         self.dir.mkdir()
         self._lock(self.dir)
         for sibling in sorted(self.root.iterdir()):
-            if sibling.is_dir() and sibling != self.dir and self._try_lock(sibling):
+            if (_OWNER.fullmatch(sibling.name) and sibling.is_dir() and sibling != self.dir
+                    and self._try_lock(sibling)):
                 self.closed.extend(Segment(path, adopted=True)
                                    for path in sorted(sibling.glob("seg-*.jsonl")))
                 self._forget_if_empty(sibling)

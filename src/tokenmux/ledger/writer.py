@@ -200,6 +200,9 @@ class LedgerWriter:
             except FileNotFoundError:
                 self._wal.committed(segment)
                 continue
+            except OSError as exc:  # the disk's fault, reported as such; retried
+                drained.error = exc
+                return drained
             try:
                 drained.rows += self._store.write(_billable(records, segment))
             except Exception as exc:  # an outage, or a bug: retried, never fatal
@@ -221,7 +224,9 @@ class LedgerWriter:
         if drained.torn:
             log.warning("ledger: %d torn lines skipped (a crash cut their write short, before "
                         "their response was sent)", drained.torn)
-        if drained.error is not None:
+        if isinstance(drained.error, OSError):
+            self._disk_failed(drained.error)
+        elif drained.error is not None:
             self.database_failures += 1
             if self.database_error is None:
                 self.database_error = f"{type(drained.error).__name__}: {drained.error}"[:300]
@@ -251,18 +256,21 @@ class LedgerWriter:
         try:
             self._wal.append(line, row=row)
         except OSError as exc:
-            self.disk_failures += 1
-            if self.disk_error is None:
-                self.disk_error = str(exc)
-                log.error("ledger: the write-ahead file in %s cannot be written (%s); rows wait "
-                          "in memory (%d at most) until the disk or the database takes them",
-                          self._wal.root, exc, self._max_pending)
+            self._disk_failed(exc)
             return False
         if self.disk_error is not None:
             log.warning("ledger: the write-ahead file takes rows again after %d failed appends",
                         self.disk_failures)
             self.disk_error = None
         return True
+
+    def _disk_failed(self, exc: OSError) -> None:
+        self.disk_failures += 1
+        if self.disk_error is None:
+            self.disk_error = str(exc)
+            log.error("ledger: the write-ahead file in %s cannot be written (%s); rows wait "
+                      "in memory (%d at most) until the disk or the database takes them",
+                      self._wal.root, exc, self._max_pending)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if not self._stopping and not task.cancelled():
