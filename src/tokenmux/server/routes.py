@@ -43,28 +43,13 @@ def request_id(request: web.Request) -> str:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     rid = request_id(request)
-    gateway = request.app[GATEWAY]
-    if not gateway.ledger.accepting():
-        raise LedgerUnavailable("The gateway cannot record usage right now (neither its "
-                                "database nor its disk takes rows), so it serves no request.")
-    task = asyncio.current_task()
-    assert task is not None
-    gateway.inflight.add(task)
-    try:
-        return await _chat(request, gateway, rid, started)
-    finally:
-        gateway.inflight.discard(task)
-
-
-async def _chat(request: web.Request, gateway: Gateway, rid: str,
-                started: float) -> web.StreamResponse:
     body = await request.read()  # over the size limit: HTTPRequestEntityTooLarge, see below
     headers = request.headers
     inbound = pipeline.Inbound(body, headers.get("Authorization"), headers.get("x-api-key"),
                                headers.get("X-User"), headers.get("X-Timeout"),
                                headers.get("X-Tier"), rid, started)
     sink = SseWriter(request, rid)
-    answer = await pipeline.chat_completion(gateway, inbound, sink)
+    answer = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
     if answer.body is None:
         assert sink.response is not None
         return sink.response
@@ -139,9 +124,31 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> GatewayError:
     return InvalidRequest(exc.reason or "The request could not be read.")
 
 
+def _billed(handler: Handler) -> Handler:
+    """A route that serves (and bills) requests: refused while the ledger can keep no row, and
+    known to the stop, which ends it when the grace is out."""
+
+    async def billed(request: web.Request) -> web.StreamResponse:
+        gateway = request.app[GATEWAY]
+        if not gateway.ledger.accepting():
+            raise LedgerUnavailable("The gateway cannot record usage right now (neither its "
+                                    "database nor its disk takes rows), so it serves no "
+                                    "request.")
+        task = asyncio.current_task()
+        assert task is not None
+        gateway.inflight.add(task)
+        try:
+            return await handler(request)
+        finally:
+            gateway.inflight.discard(task)
+
+    return billed
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/api/v1/chat/completions", chat_completions)
+    chat = _billed(chat_completions)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/api/v1/chat/completions", chat)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
