@@ -139,7 +139,7 @@ def test_kill_9_under_load_loses_no_answered_row_and_bills_cut_streams(tmp_path,
             assert (row["status"], row["error_code"]) == (500, "interrupted")
             assert row["usage_source"] == "checkpoint" and row["stream"] == 1
             assert row["completion_tokens"] > 0 and row["prompt_tokens"] > 0
-            assert row["model"] == "fake-model"
+            assert row["model"] == "fake-model" and row["cost_usd"] > 0  # priced on replay
         assert _health(restarted).json()["ledger"] == "ok"
     finally:
         restarted.stop()
@@ -339,3 +339,34 @@ def test_the_old_spool_file_is_replayed_once(tmp_path, upstream):
     again = _restart(running)
     again.stop()
     assert len(again.rows(request_id="old-req")) == 1
+
+
+def test_a_row_the_database_refuses_goes_to_the_dead_letters_and_its_batch_lands(tmp_path,
+                                                                                 upstream):
+    config = config_for(tmp_path, upstream).replace("ledger: {flush_interval_ms: 50}",
+                                                    "ledger: {flush_interval_ms: 1000}")
+    running = Gateway(tmp_path, config).start()
+    with sqlite3.connect(tmp_path / "gateway.db") as conn:
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON usage WHEN NEW.end_user = 'poison' "
+                     "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    try:
+        ids = []
+        for i, user in enumerate(["ann", "poison", "bob", "cid"]):  # one batch, one bad row
+            response = httpx.post(running.base_url + "/v1/chat/completions", timeout=30,
+                                  json={"model": "tokenmux/echo", "messages": HELLO},
+                                  headers={**AUTH, "X-Request-Id": f"dl-{i}", "X-User": user})
+            assert response.status_code == 200
+            ids.append(f"dl-{i}")
+        for rid in ("dl-0", "dl-2", "dl-3"):
+            running.wait_row(rid)
+        health = _health(running)
+        assert (health.status_code, health.json()["ledger"]) == (200, "ok")
+        assert health.json()["ledger_detail"]["dead_letters"] == 1
+        dead = (tmp_path / "gateway.db.ledger" / "dead-letter.jsonl").read_text().splitlines()
+        assert len(dead) == 1 and "dl-1" in dead[0] and "refused by the test" in dead[0]
+        assert _chat(running, "after").status_code == 200
+        running.wait_row("after")
+    finally:
+        running.stop()
+    assert not running.rows(request_id="dl-1")
+    assert running.output.count("quarantined") == 1

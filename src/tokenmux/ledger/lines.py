@@ -88,8 +88,9 @@ class DeadLetters:
 
     def keep(self, record: dict[str, Any], reason: str) -> None:
         self.count += 1
-        entry = {"at": time.time(), "reason": reason,
-                 "record": {k: repr(v) for k, v in record.items()}}
+        # Plain str keys and repr values: whatever the record holds, this line encodes.
+        entry = {"at": time.time(), "reason": clean_text(reason),
+                 "record": {str(k): repr(v) for k, v in record.items()}}
         log.error("ledger: row %r of request %r quarantined in %s: %s", record.get("id"),
                   record.get("request_id"), self.path, reason)
         try:

@@ -24,9 +24,10 @@ from tokenmux.ledger.cost import Pricer
 from tokenmux.ledger.lines import DeadLetters, clean_text
 from tokenmux.ledger.row import CHECKPOINT_SOURCE
 
-_LIMITS = {column.name: column.type.length for column in usage.columns
+# str(): SQLAlchemy names columns with a str subclass that JSON encoders refuse as keys.
+_LIMITS = {str(column.name): column.type.length for column in usage.columns
            if isinstance(column.type, String) and column.type.length}
-_COLUMNS = [column.name for column in usage.columns]
+_COLUMNS = [str(column.name) for column in usage.columns]
 
 
 def is_data_error(exc: SQLAlchemyError) -> bool:
