@@ -234,8 +234,8 @@ class LedgerWriter:
                           "retried", self.database_error,
                           "memory" if self.disk_error else self._wal.root)
         elif self.database_error is not None:
-            log.warning("ledger: the database takes writes again after %d failed attempts",
-                        self.database_failures)
+            log.warning("ledger: the database takes writes again (%d failed attempts since "
+                        "start)", self.database_failures)
             self.database_error = None
         if drained.error is not None and self._memory:
             self._to_disk()
@@ -259,8 +259,8 @@ class LedgerWriter:
             self._disk_failed(exc)
             return False
         if self.disk_error is not None:
-            log.warning("ledger: the write-ahead file takes rows again after %d failed appends",
-                        self.disk_failures)
+            log.warning("ledger: the write-ahead file takes rows again (%d failed appends "
+                        "since start)", self.disk_failures)
             self.disk_error = None
         return True
 
