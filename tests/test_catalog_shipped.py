@@ -110,7 +110,7 @@ def test_every_shipped_model_has_a_known_price_in_the_list_and_the_ledger(everyt
     row = UsageRow("req", None, None, None, name, entry.routes[0], 1, "medium", 0.0, False,
                    200, None, prompt_tokens=100_000, completion_tokens=0, cached_tokens=0,
                    reasoning_tokens=0, usage_source="upstream", latency_ms=1.0, ttft_ms=None)
-    cost = Pricer().cost(row)
+    cost = Pricer().cost(row.as_record())
     assert cost is not None, f"{name}: the ledger would leave the cost empty"
     # A tenth of a million tokens: below the prompt size where tiered prices go up.
     assert cost == Decimal(str(entry.list_price.input)) / 10

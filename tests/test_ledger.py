@@ -8,6 +8,8 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import httpx2 as httpx
+
 from tests.conftest import Gateway, config_for, wait_until
 from tests.fakes.openai_upstream import REPLY
 
@@ -98,6 +100,16 @@ def test_clean_stop_flushes_every_row(tmp_path, upstream):
     assert len(rows) == 40
 
 
+def _health(running: Gateway) -> dict:
+    return httpx.get(running.base_url + "/health", timeout=30).json()
+
+
+def _waiting_rows(directory) -> set[str]:
+    """The request ids of the rows in the write-ahead segments under DIRECTORY."""
+    return {json.loads(line)["request_id"] for segment in directory.glob("*/seg-*.jsonl")
+            for line in segment.read_text().splitlines() if line.strip()}
+
+
 def test_rows_survive_a_database_outage_through_the_spool(tmp_path, upstream):
     running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
     database = tmp_path / "gateway.db"
@@ -107,16 +119,18 @@ def test_rows_survive_a_database_outage_through_the_spool(tmp_path, upstream):
             conn.execute("ALTER TABLE usage RENAME TO usage_away")
         ids = [running.post({"model": "fake-model", "messages": HELLO}).headers["x-request-id"]
                for _ in range(5)]
-        spool = tmp_path / "gateway.db.spool"
-        assert wait_until(lambda: spool.exists() and len(spool.read_text().splitlines()) == 5)
+        wal = tmp_path / "gateway.db.ledger"
+        assert wait_until(lambda: _health(running)["ledger"] == "spooling")
+        assert _waiting_rows(wal) == set(ids)
         with sqlite3.connect(database) as conn:
             conn.execute("ALTER TABLE usage_away RENAME TO usage")
-        # The next good write replays the spool, and nothing is counted twice.
+        # The writer retries on its own, and nothing is counted twice.
         ids.append(running.post({"model": "fake-model", "messages": HELLO})
                    .headers["x-request-id"])
         for request_id in ids:
             running.wait_row(request_id)
-        assert wait_until(lambda: not spool.exists())
+        assert wait_until(lambda: not _waiting_rows(wal))
+        assert wait_until(lambda: _health(running)["ledger"] == "ok")
     finally:
         running.stop()
     assert sorted(r["request_id"] for r in running.rows()) == sorted(ids)

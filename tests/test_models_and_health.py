@@ -41,6 +41,8 @@ def test_models_need_a_key_and_have_a_second_path(gateway):
 def test_health_reports_liveness_and_database_readiness_without_a_key(gateway):
     response = httpx.get(gateway.base_url + "/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    body = response.json()
+    assert (body["status"], body["database"], body["ledger"]) == ("ok", "ok", "ok")
+    assert body["ledger_detail"]["disk_free_bytes"] > 0
     assert response.headers["x-request-id"]
     assert httpx.get(gateway.base_url + "/health/live").json() == {"status": "ok"}

@@ -18,7 +18,9 @@
     ├── UpstreamRejected              the upstream's own 4xx, passed on (the client's mistake)
     ├── DeadlineExceeded              408 timeout / request_timeout (+ X-Timeout-* headers)
     ├── UpstreamFailed                502 upstream_error / bad_gateway
-    └── UpstreamTimeout               504 timeout / upstream_timeout
+    ├── UpstreamTimeout               504 timeout / upstream_timeout
+    ├── ShuttingDown                  503 api_error / shutting_down
+    └── LedgerUnavailable             503 api_error / ledger_unavailable
 
 Each class knows its HTTP status and its OpenAI `type` and `code`, so the HTTP edge renders any of
 them the same way: `{"error": {"message", "type", "param", "code"}}` plus `headers()`. Library
@@ -223,3 +225,19 @@ class ServerBusy(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1", "Connection": "close"}
+class ShuttingDown(GatewayError):
+    """The gateway is stopping and its grace for requests in flight has run out."""
+
+    status = 503
+    code = "shutting_down"
+
+
+class LedgerUnavailable(GatewayError):
+    """Neither the database nor the disk takes ledger rows and memory holds all it may: a
+    request served now could not be billed, so none is served until one of them recovers."""
+
+    status = 503
+    code = "ledger_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}

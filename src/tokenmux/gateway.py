@@ -9,6 +9,7 @@ import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from sqlalchemy import Engine
@@ -45,6 +46,9 @@ class Gateway:
     concurrency: KeyConcurrency = field(default_factory=lambda: KeyConcurrency(None))
     _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The handlers of chat requests in flight, so that a stop can end them when its grace is out.
+    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+    draining: bool = False  # the stop's grace is out: a cancelled request ends as shutting_down
 
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "the gateway has not been started"
@@ -73,10 +77,38 @@ class Gateway:
         await self.ledger.close()
         self.engine.dispose()
 
+    def begin_stop(self, grace: float) -> None:
+        """No more requests come; those in flight get GRACE seconds, then are ended."""
+        self._tasks.append(asyncio.create_task(self._end_inflight(grace), name="stop-grace"))
+
+    async def _end_inflight(self, grace: float) -> None:
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.inflight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(min(0.1, grace))
+        if not self.inflight:
+            return
+        log.warning("stop: the grace of %g s is out; ending %d requests in flight", grace,
+                    len(self.inflight))
+        self.draining = True
+        for task in list(self.inflight):
+            task.cancel()
+
     def database_ready(self) -> bool:
         with self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
         return True
+
+
+def _ledger(config: Config, engine: Engine) -> LedgerWriter:
+    settings = config.ledger
+    wal_dir = settings.wal_dir or (
+        config.database + ".ledger" if "://" not in config.database else "tokenmux-ledger")
+    return LedgerWriter(
+        engine, wal_dir, batch_size=settings.batch_size,
+        flush_interval=settings.flush_interval_ms / 1000, max_pending=settings.max_pending,
+        fsync=settings.fsync, retry_max=settings.retry_max_ms / 1000,
+        legacy_spool=settings.spool,
+    )
 
 
 def build(config: Config, *, engine: Engine | None = None) -> Gateway:
@@ -90,12 +122,7 @@ def build(config: Config, *, engine: Engine | None = None) -> Gateway:
         keys=KeyCache(engine, static=static, poll_interval=KEY_POLL_SECONDS),
         limiter=MemoryLimiter(),
         providers={},
-        ledger=LedgerWriter(
-            engine, config.ledger.spool or config.database + ".spool",
-            batch_size=config.ledger.batch_size,
-            flush_interval=config.ledger.flush_interval_ms / 1000,
-            max_pending=config.ledger.max_pending,
-        ),
+        ledger=_ledger(config, engine),
         engine=engine,
         concurrency=KeyConcurrency(config.server.max_concurrent_per_key),
     )

@@ -21,9 +21,11 @@ from tokenmux import tokens
 from tokenmux.api.chat import ChatRequest, parse_chat
 from tokenmux.auth import Principal
 from tokenmux.config.schema import Routing
-from tokenmux.errors import GatewayError, InvalidRequest, UpstreamFailed
+from tokenmux.errors import GatewayError, InvalidRequest, ShuttingDown, UpstreamFailed
 from tokenmux.gateway import Gateway
+from tokenmux.ids import unique
 from tokenmux.ledger import UsageRow
+from tokenmux.ledger.row import CHECKPOINT_SOURCE, INTERRUPTED, INTERRUPTED_STATUS
 from tokenmux.limits import Reservation, Slot
 from tokenmux.providers.base import Call, ChunkStream, Provider, StreamState, Usage, counted_usage
 from tokenmux.routing import Route
@@ -33,6 +35,7 @@ from tokenmux.routing.tiers import NAMES as TIER_NAMES
 from tokenmux.routing.tiers import requested_tier
 
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
+CHECKPOINT_SECONDS = 1.0
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 5_000, 300_000
 
 
@@ -74,6 +77,7 @@ class _Outcome:
     error_code: str | None = None
     usage: Usage | None = None
     ttft: float | None = None
+    row_id: str = field(default_factory=unique)  # a stream's checkpoints and its final row share it
 
 
 @dataclass(slots=True)
@@ -92,13 +96,11 @@ class _OpenStream:
 async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answer:
     principal = await gw.keys.authenticate(inbound.authorization, inbound.api_key)
     outcome = _Outcome()
-    request: ChatRequest | None = None
-    reservation: Reservation | None = None
-    slot: Slot | None = None
+    billing = _Billing(gw, inbound, principal, outcome)
     try:
-        slot = gw.concurrency.acquire(principal)
+        billing.slot = gw.concurrency.acquire(principal)
         inbound.body = await inbound.read_body()
-        request = parse_chat(inbound.body)
+        request = billing.request = parse_chat(inbound.body)
         deadline = Deadline(_budget(inbound.timeout, gw.config.routing), inbound.started)
         tier = outcome.attempts.tier = requested_tier(inbound.tier, principal.tier,
                                                       principal.max_tier)
@@ -106,7 +108,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         routes = plan(gw.catalog, entry, request.models, tier, gw.rng)
         prompt = tokens.estimate_prompt(len(inbound.body))
         answers = request.body.get("n") or 1
-        reservation = gw.limiter.reserve(
+        billing.reservation = gw.limiter.reserve(
             principal, prompt + answers * entry.answer_estimate(request.max_output, prompt))
         chat = request
 
@@ -125,22 +127,20 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
             lambda route, _: _open(gw.providers[route.provider], call(route)), _OpenStream.close)
         outcome.ttft = time.perf_counter() - inbound.started
         assert outcome.attempts.route is not None
-        await _relay(opened, call(outcome.attempts.route), sink, outcome)
+        await _relay(opened, call(outcome.attempts.route), sink, outcome, billing)
         return Answer(None, {})
     except GatewayError as error:
         outcome.status, outcome.error_code = error.status, error.code
         raise
     except asyncio.CancelledError:
-        outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
-        raise
+        if not gw.draining:
+            outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
+            raise
+        stopped = _shutting_down()
+        outcome.status, outcome.error_code = stopped.status, stopped.code
+        raise stopped from None
     finally:
-        if slot is not None:
-            slot.release()
-        outcome.attempts.release()
-        usage = outcome.usage or Usage(source="none")
-        if reservation is not None:
-            reservation.settle(usage.prompt_tokens + usage.completion_tokens)
-        gw.ledger.record(_row(inbound, principal, request, outcome, usage))
+        billing.finish()
 
 
 def _budget(header: str | None, policy: Routing) -> int:
@@ -181,15 +181,62 @@ async def _open(provider: Provider, call: Call) -> _OpenStream:
         raise
 
 
-async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outcome) -> None:
+@dataclass(slots=True)
+class _Billing:
+    """The request's row, recorded once and before the answer's last bytes leave (so a client
+    that saw the end has a row, whatever happens next), and a stream's checkpoints."""
+
+    gw: Gateway
+    inbound: Inbound
+    principal: Principal
+    outcome: _Outcome
+    request: ChatRequest | None = None
+    reservation: Reservation | None = None
+    slot: Slot | None = None  # the key's concurrency slot
+    recorded: bool = False
+
+    def finish(self) -> None:
+        if self.recorded:
+            return
+        self.recorded = True
+        outcome = self.outcome
+        if self.slot is not None:
+            self.slot.release()
+        outcome.attempts.release()
+        usage = outcome.usage or Usage(source="none")
+        if self.reservation is not None:
+            self.reservation.settle(usage.prompt_tokens + usage.completion_tokens)
+        self.gw.ledger.record(_row(self.inbound, self.principal, self.request, outcome, usage))
+
+    def checkpoint(self, state: StreamState) -> None:
+        self.gw.ledger.checkpoint(
+            _checkpoint_row(self.inbound, self.principal, self.request, self.outcome, state))
+
+
+def _shutting_down() -> ShuttingDown:
+    # The cancellation was the stop's, not the client's: it is handled here, not propagated.
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return ShuttingDown("The gateway is shutting down; retry the request.")
+
+
+async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outcome,
+                 billing: _Billing) -> None:
     first, state = opened.first, opened.chunks.state
     try:
         await sink.open(_served_by(outcome.attempts))
         await sink.send(first)
+        # A long stream leaves a checkpoint at most once a second: a crash bills it up to there.
+        due = time.perf_counter() + CHECKPOINT_SECONDS
         async for batch in opened.batches:
             if batch:
                 await sink.send(batch)
+                if time.perf_counter() >= due:
+                    billing.checkpoint(state)
+                    due = time.perf_counter() + CHECKPOINT_SECONDS
         outcome.usage = await _stream_usage(state, call)
+        billing.finish()
         tail: list[dict[str, Any]] = []
         if call.request.include_usage:
             tail.append({
@@ -202,7 +249,17 @@ async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outco
         # Headers are gone: the only honest way left to fail is an error event.
         outcome.status, outcome.error_code = error.status, error.code
         call.route.health.failed()
+        outcome.usage = await _stream_usage(state, call)
+        billing.finish()
         await sink.fail(error)
+    except asyncio.CancelledError:
+        if not billing.gw.draining:
+            raise
+        stopped = _shutting_down()
+        outcome.status, outcome.error_code = stopped.status, stopped.code
+        outcome.usage = await _stream_usage(state, call)
+        billing.finish()
+        await sink.fail(stopped)
     except ConnectionError:
         # The client hung up between two writes; the upstream is closed on the way out.
         outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
@@ -221,6 +278,17 @@ async def _stream_usage(state: StreamState, call: Call) -> Usage:
     if state.usage is not None:
         counted.completion_tokens = max(counted.completion_tokens, state.usage.completion_tokens)
     return counted
+
+
+def _checkpoint_row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
+                    outcome: _Outcome, state: StreamState) -> UsageRow:
+    # Estimates, cheap enough for once a second: the final row counts exactly.
+    chars = sum(map(len, state.text))
+    usage = Usage(prompt_tokens=tokens.estimate_prompt(len(inbound.body)),
+                  completion_tokens=chars // 4 + 1, source=CHECKPOINT_SOURCE)
+    row = _row(inbound, principal, request, outcome, usage)
+    row.status, row.error_code = INTERRUPTED_STATUS, INTERRUPTED
+    return row
 
 
 def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
@@ -246,4 +314,5 @@ def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
         usage_source=usage.source,
         latency_ms=(now - inbound.started) * 1000,
         ttft_ms=None if outcome.ttft is None else outcome.ttft * 1000,
+        id=outcome.row_id,
     )

@@ -86,9 +86,13 @@ def _anchor_paths(config: Config, base_dir: Path) -> Config:
         spool = database + ".spool" if "://" not in database else "tokenmux-ledger.spool"
     if not Path(spool).is_absolute():
         spool = str((base_dir / spool).resolve())
-    return config.model_copy(
-        update={"database": database, "ledger": config.ledger.model_copy(update={"spool": spool})}
-    )
+    wal_dir = config.ledger.wal_dir
+    if wal_dir is None:
+        wal_dir = database + ".ledger" if "://" not in database else "tokenmux-ledger"
+    if not Path(wal_dir).is_absolute():
+        wal_dir = str((base_dir / wal_dir).resolve())
+    ledger = config.ledger.model_copy(update={"spool": spool, "wal_dir": wal_dir})
+    return config.model_copy(update={"database": database, "ledger": ledger})
 
 
 def load_config(path: str | None, environ: Mapping[str, str]) -> Config:

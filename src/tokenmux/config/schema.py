@@ -126,13 +126,21 @@ class Server(Strict):
     body_timeout_s: float = Field(30.0, gt=0, description="to read the whole body")
     max_connections: int = Field(4096, ge=1, description="open at once; beyond: 503, closed")
     max_concurrent_per_key: int | None = Field(256, ge=1, description="requests in flight")
+    # On SIGTERM or SIGINT: how long requests in flight may take to finish before the streams
+    # left are ended with a `shutting_down` error event and the rest answered 503.
+    shutdown_grace_s: float = Field(30.0, ge=0, le=3600)
 
 
 class Ledger(Strict):
     flush_interval_ms: int = Field(200, gt=0)
     batch_size: int = Field(500, gt=0)
     max_pending: int = Field(100_000, gt=0)
-    spool: str | None = None
+    spool: str | None = None  # the old spool file, replayed once at start if it exists
+    # The write-ahead directory (a local disk, one per machine); default `<database>.ledger`
+    # beside a SQLite file, `./tokenmux-ledger` (from the config's folder) for a database URL.
+    wal_dir: str | None = None
+    fsync: bool = False  # sync each row to the disk: survives a power cut, costs latency
+    retry_max_ms: int = Field(5_000, gt=0, description="longest wait between write retries")
 
 
 class Config(Strict):

@@ -1,14 +1,23 @@
-"""What one request leaves in the ledger."""
+"""What one request leaves in the ledger, and the plain record a row travels as.
+
+A record is the row's database columns plus `_pricing` (what the writer needs to price it in its
+own thread, so the request path does not) and, for a checkpoint, `_checkpoint`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from tokenmux.ids import unique
 from tokenmux.routing.catalog import Route
+
+# A stream cut by a crash is billed up to its last checkpoint: status 500, error_code
+# "interrupted", usage_source "checkpoint" (its counts are estimates from the text's length).
+INTERRUPTED_STATUS = 500
+INTERRUPTED = "interrupted"
+CHECKPOINT_SOURCE = "checkpoint"
 
 
 @dataclass(slots=True)
@@ -35,7 +44,7 @@ class UsageRow:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: str = field(default_factory=unique)
 
-    def as_record(self, cost: Decimal | None) -> dict[str, Any]:
+    def as_record(self) -> dict[str, Any]:
         route = self.route
         return {
             "id": self.id,
@@ -59,7 +68,16 @@ class UsageRow:
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
             "usage_source": self.usage_source,
-            "cost_usd": cost,
             "latency_ms": round(self.latency_ms, 3),
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
+            "_pricing": None if route is None else _pricing(route),
         }
+
+
+def _pricing(route: Route) -> dict[str, Any]:
+    price = route.price
+    return {
+        "price": None if price is None else [price.input, price.output, price.cached_input],
+        "price_provider": route.price_provider,
+        "base_url": route.base_url,
+    }

@@ -24,5 +24,10 @@ def create_app(gateway: Gateway) -> web.Application:
         # Runs after in-flight requests have finished, so their ledger rows are flushed too.
         await gateway.stop()
 
+    async def stopping(_app: web.Application) -> None:
+        # aiohttp calls this once the listener is closed and before it waits for the handlers.
+        gateway.begin_stop(gateway.config.server.shutdown_grace_s)
+
     app.cleanup_ctx.append(lifetime)
+    app.on_shutdown.append(stopping)
     return app

@@ -17,6 +17,7 @@ from tokenmux.errors import (
     ExpectationFailed,
     GatewayError,
     InvalidRequest,
+    LedgerUnavailable,
     MethodNotAllowed,
     PayloadTooLarge,
     RouteNotFound,
@@ -99,14 +100,20 @@ async def retrieve_model(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """Liveness and readiness at once: 200 only when the database answers too."""
+    """Liveness and readiness at once: 200 only when the database answers and the ledger can
+    keep rows somewhere (the database or its disk)."""
     gateway = request.app[GATEWAY]
+    ledger = gateway.ledger.health()
+    body = {"status": "ok", "database": "ok", "ledger": ledger.pop("state"),
+            "ledger_detail": ledger}
     try:
         await asyncio.wait_for(asyncio.to_thread(gateway.database_ready), 5)
     except (SQLAlchemyError, TimeoutError) as exc:
-        body = {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"}
+        body["database"] = f"unreachable: {type(exc).__name__}"
+    if body["database"] != "ok" or body["ledger"] in ("failing", "stopped"):
+        body["status"] = "unavailable"
         return json_response(body, request_id(request), 503)
-    return json_response({"status": "ok", "database": "ok"}, request_id(request))
+    return json_response(body, request_id(request))
 
 
 async def live(request: web.Request) -> web.Response:
@@ -158,9 +165,31 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> GatewayError:
     return InvalidRequest(exc.reason or "The request could not be read.")
 
 
+def _billed(handler: Handler) -> Handler:
+    """A route that serves (and bills) requests: refused while the ledger can keep no row, and
+    known to the stop, which ends it when the grace is out."""
+
+    async def billed(request: web.Request) -> web.StreamResponse:
+        gateway = request.app[GATEWAY]
+        if not gateway.ledger.accepting():
+            raise LedgerUnavailable("The gateway cannot record usage right now (neither its "
+                                    "database nor its disk takes rows), so it serves no "
+                                    "request.")
+        task = asyncio.current_task()
+        assert task is not None
+        gateway.inflight.add(task)
+        try:
+            return await handler(request)
+        finally:
+            gateway.inflight.discard(task)
+
+    return billed
+
+
 def add_routes(app: web.Application) -> None:
+    chat = _billed(chat_completions)
     for path in ("/v1/chat/completions", "/api/v1/chat/completions"):
-        app.router.add_post(path, chat_completions, expect_handler=continue_once_known)
+        app.router.add_post(path, chat, expect_handler=continue_once_known)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)

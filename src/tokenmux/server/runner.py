@@ -2,7 +2,7 @@
 
 `aiohttp.web.run_app` cannot be handed a request handler class, so this is its loop, with the
 app runner's server swapped for `EdgeServer`: start the app, listen, wait for a signal, then stop
-accepting and let requests in flight finish (up to `SHUTDOWN_SECONDS`).
+accepting and let requests in flight finish (up to `server.shutdown_grace_s`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from tokenmux.server.protocol import EdgeServer
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_SECONDS = 30
+# aiohttp waits `shutdown_timeout` for the handlers, then as long again after cancelling them.
+# The gateway ends its requests itself when the grace is out (Gateway.begin_stop), so aiohttp's
+# wait only needs a margin past the grace for the last writes.
+STOP_MARGIN_S = 3.0
 KEEPALIVE_SECONDS = 75  # an idle keep-alive connection is closed after this
 BACKLOG = 1024  # a burst of connects waits in the kernel rather than being dropped
 _SPARE_FDS = 256  # for upstream connections, the database, the ledger's files
@@ -27,7 +30,8 @@ _SPARE_FDS = 256  # for upstream connections, the database, the ledger's files
 
 class EdgeRunner(web.AppRunner):
     def __init__(self, app: web.Application, limits: Limits):
-        super().__init__(app, handle_signals=True, shutdown_timeout=SHUTDOWN_SECONDS,
+        super().__init__(app, handle_signals=True,
+                         shutdown_timeout=limits.shutdown_grace_s + STOP_MARGIN_S,
                          handler_cancellation=True)
         self._limits = limits
 

@@ -1,0 +1,119 @@
+"""Writes records to the usage table, idempotently, in the writer's thread.
+
+Each row carries its own id, so writing a record twice (a replay after a crash that came between
+the commit and the segment's deletion) changes nothing. A stream's checkpoint (billed only when
+a crash cut the stream) has the id its final row will have; the rule that makes replay order
+irrelevant: a final row replaces a checkpoint, a later checkpoint (more tokens) replaces an
+earlier one, and nothing replaces a final row.
+
+A batch the database refuses as data (a constraint, a value too long) is written row by row, and
+only the rows at fault go to the dead letters. Any other refusal is an outage: it is raised for
+the writer to retry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, Insert, String, and_, insert, or_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+
+from tokenmux.db.schema import usage
+from tokenmux.ledger.cost import Pricer
+from tokenmux.ledger.lines import DeadLetters, clean_text
+from tokenmux.ledger.row import CHECKPOINT_SOURCE
+
+# str(): SQLAlchemy names columns with a str subclass that JSON encoders refuse as keys.
+_LIMITS = {str(column.name): column.type.length for column in usage.columns
+           if isinstance(column.type, String) and column.type.length}
+_COLUMNS = [str(column.name) for column in usage.columns]
+
+
+def is_data_error(exc: SQLAlchemyError) -> bool:
+    """The rows are at fault, not the database: retrying would fail the same way forever."""
+    return isinstance(exc, IntegrityError | DataError) or (
+        isinstance(exc, StatementError) and not isinstance(exc, DBAPIError))
+
+
+class Store:
+    def __init__(self, engine: Engine, dead: DeadLetters):
+        self._engine = engine
+        self._dead = dead
+        self._pricer = Pricer()
+        self._statement = _statement(engine.dialect.name)
+
+    def write(self, records: list[dict[str, Any]]) -> int:
+        """Commits RECORDS; raises SQLAlchemyError when the database is out. Returns how many
+        rows it wrote (dead letters excluded)."""
+        rows = [self._prepare(record) for record in _winners(records)]
+        if not rows:
+            return 0
+        try:
+            self._execute(rows)
+        except SQLAlchemyError as exc:
+            if not is_data_error(exc):
+                raise
+            return self._one_by_one(rows)
+        return len(rows)
+
+    def _one_by_one(self, rows: list[dict[str, Any]]) -> int:
+        written = 0
+        for row in rows:
+            try:
+                self._execute([row])
+            except SQLAlchemyError as exc:
+                if not is_data_error(exc):
+                    raise
+                self._dead.keep(row, f"the database refused it: {exc.__class__.__name__}: "
+                                     f"{str(exc).splitlines()[0][:300]}")
+            else:
+                written += 1
+        return written
+
+    def _execute(self, rows: list[dict[str, Any]]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(self._statement, rows)
+
+    def _prepare(self, record: dict[str, Any]) -> dict[str, Any]:
+        if "cost_usd" not in record:
+            try:
+                record["cost_usd"] = self._pricer.cost(record)
+            except Exception:  # a price table's fault must never cost us the row
+                record["cost_usd"] = None
+        row = {name: record.get(name) for name in _COLUMNS}
+        for name, limit in _LIMITS.items():
+            value = row[name]
+            if isinstance(value, str) and len(value) > limit:
+                row[name] = clean_text(value[:limit])
+        return row
+
+
+def _winners(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per id (a multi-row upsert may not touch a row twice), by the rule above."""
+    best: dict[str, dict[str, Any]] = {}
+    for record in records:
+        seen = best.get(record["id"])
+        if seen is None or _better(record, seen):
+            best[record["id"]] = record
+    return list(best.values())
+
+
+def _better(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    if old.get("_checkpoint") is None:
+        return False
+    return new.get("_checkpoint") is None or new["completion_tokens"] > old["completion_tokens"]
+
+
+def _statement(dialect: str) -> Insert:
+    if dialect not in ("sqlite", "postgresql"):
+        return insert(usage)
+    upsert = (sqlite.insert(usage) if dialect == "sqlite" else postgresql.insert(usage))
+    new = upsert.excluded
+    return upsert.on_conflict_do_update(
+        index_elements=["id"],
+        set_={name: new[name] for name in _COLUMNS if name != "id"},
+        where=and_(usage.c.usage_source == CHECKPOINT_SOURCE,
+                   or_(new.usage_source != CHECKPOINT_SOURCE,
+                       new.completion_tokens > usage.c.completion_tokens)),
+    )

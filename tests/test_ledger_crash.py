@@ -1,0 +1,372 @@
+"""The ledger is the bill: no row lost, none counted twice, through kill -9, a locked database, a
+full disk and a header that is not UTF-8. Real gateway processes, real signals, real SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx2 as httpx
+import orjson
+import pytest
+
+from tests.conftest import ADMIN_KEY, Gateway, config_for, wait_until
+
+HELLO = [{"role": "user", "content": "Say hello"}]
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def _health(running: Gateway) -> httpx.Response:
+    return httpx.get(running.base_url + "/health", timeout=30)
+
+
+def _restart(running: Gateway) -> Gateway:
+    """A new process on the same config and database, after the old one died."""
+    assert running.config is not None
+    return Gateway(running.directory, running.config.read_text()).start()
+
+
+def _counts(running: Gateway) -> Counter[str]:
+    return Counter(row["request_id"] for row in running.rows())
+
+
+def _kill(running: Gateway) -> None:
+    assert running.process is not None
+    running.process.kill()  # SIGKILL: no cleanup, no flush
+    running.process.wait(30)
+
+
+class Load:
+    """Client threads sending echo requests with their own X-Request-Id until stopped; `answered`
+    holds the ids of the requests whose whole answer the client received."""
+
+    def __init__(self, running: Gateway, threads: int, model: str = "tokenmux/echo"):
+        self.url = running.base_url + "/v1/chat/completions"
+        self.model = model
+        self.answered: list[str] = []
+        self.refused: list[int] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, args=(n,), daemon=True)
+                         for n in range(threads)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _work(self, n: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            i = 0
+            while not self._stop.is_set():
+                rid = f"load-{n}-{i}"
+                i += 1
+                try:
+                    response = client.post(self.url, json={"model": self.model,
+                                                           "messages": HELLO},
+                                           headers={**AUTH, "X-Request-Id": rid})
+                except httpx.HTTPError:
+                    continue  # the gateway died under it: never answered
+                if response.status_code == 200 and response.json()["choices"]:
+                    self.answered.append(rid)
+                else:
+                    self.refused.append(response.status_code)
+
+
+class Stream(threading.Thread):
+    """A streamed request read chunk by chunk; `words` counts the content chunks received."""
+
+    def __init__(self, running: Gateway, rid: str, text: str):
+        super().__init__(daemon=True)
+        self.url = running.base_url + "/v1/chat/completions"
+        self.rid = rid
+        self.body = {"model": "fake-model", "stream": True,
+                     "messages": [{"role": "user", "content": text}]}
+        self.words = 0
+        self.lines: list[str] = []
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            with httpx.stream("POST", self.url, json=self.body, timeout=60,
+                              headers={**AUTH, "X-Request-Id": self.rid}) as response:
+                for line in response.iter_lines():
+                    if not line:
+                        continue
+                    self.lines.append(line)
+                    if '"content":"' in line and '"content":""' not in line:
+                        self.words += 1
+        except httpx.HTTPError as exc:
+            self.error = exc
+
+
+def test_kill_9_under_load_loses_no_answered_row_and_bills_cut_streams(tmp_path, upstream):
+    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    try:
+        streams = [Stream(running, f"cut-{i}", "@slow 0.4") for i in range(2)]
+        with Load(running, threads=4) as load:
+            for stream in streams:
+                stream.start()
+            # Past a checkpoint (one a second) and well into the load, but before the end.
+            assert wait_until(lambda: all(s.words >= 4 for s in streams), timeout=30)
+            assert wait_until(lambda: len(load.answered) >= 50, timeout=30)
+            # A live stream's checkpoints are insurance, not rows: none reached the database.
+            assert not running.rows(request_id=streams[0].rid)
+            _kill(running)
+        for stream in streams:
+            stream.join(30)
+            assert stream.words < 8, "the stream ended before the kill; nothing was cut"
+    finally:
+        running.stop()
+    answered = set(load.answered)
+    restarted = _restart(running)
+    try:
+        counts = _counts(restarted)
+        assert answered <= set(counts), f"lost: {sorted(answered - set(counts))[:10]}"
+        assert max(counts.values()) == 1, "a row was written twice"
+        for stream in streams:
+            row = restarted.rows(request_id=stream.rid)[0]
+            assert (row["status"], row["error_code"]) == (500, "interrupted")
+            assert row["usage_source"] == "checkpoint" and row["stream"] == 1
+            assert row["completion_tokens"] > 0 and row["prompt_tokens"] > 0
+            assert row["model"] == "fake-model" and row["cost_usd"] > 0  # priced on replay
+        assert _health(restarted).json()["ledger"] == "ok"
+    finally:
+        restarted.stop()
+    # A clean stop of the restarted gateway writes nothing more and leaves no segment behind.
+    assert _counts(restarted) == counts
+    assert not list((tmp_path / "gateway.db.ledger").glob("*/seg-*.jsonl"))
+
+
+def test_a_locked_database_then_kill_9_loses_no_row(tmp_path, upstream):
+    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    lock = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None, timeout=30)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # the writer's inserts now wait (busy timeout 10 s)
+        with Load(running, threads=2) as load:
+            assert wait_until(lambda: len(load.answered) >= 40, timeout=30)
+            time.sleep(1)  # answers keep coming while the writer is stuck behind the lock
+            _kill(running)
+    finally:
+        lock.rollback()
+        lock.close()
+        running.stop()
+    answered = set(load.answered)
+    restarted = _restart(running)
+    try:
+        counts = _counts(restarted)
+        assert answered <= set(counts), f"lost {len(answered - set(counts))} of {len(answered)}"
+        assert max(counts.values()) == 1
+    finally:
+        restarted.stop()
+
+
+@contextlib.contextmanager
+def _small_disk(mountpoint: Path, size: str) -> object:
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
+                   check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Takes every free byte of PATH's filesystem."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 4096, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)
+
+
+def _chat(running: Gateway, rid: str) -> httpx.Response:
+    return httpx.post(running.base_url + "/v1/chat/completions", timeout=30,
+                      json={"model": "tokenmux/echo", "messages": HELLO},
+                      headers={**AUTH, "X-Request-Id": rid})
+
+
+def test_a_full_disk_keeps_rows_in_memory_refuses_when_nowhere_and_recovers(tmp_path, upstream):
+    with _small_disk(tmp_path / "small", "2m") as disk:
+        config = config_for(tmp_path, upstream).replace(
+            "ledger: {flush_interval_ms: 50}",
+            f"ledger: {{flush_interval_ms: 50, max_pending: 5, retry_max_ms: 400, "
+            f"wal_dir: {disk}/wal}}")
+        running = Gateway(tmp_path, config).start()
+        database = tmp_path / "gateway.db"
+        served: list[str] = []
+        try:
+            _fill(disk / "filler")
+            # The disk refuses the write-ahead file; the database still takes every batch.
+            for i in range(3):
+                assert _chat(running, f"full-{i}").status_code == 200
+                served.append(f"full-{i}")
+            health = _health(running)
+            assert (health.status_code, health.json()["ledger"]) == (200, "degraded")
+            assert health.json()["ledger_detail"]["disk_failures"] >= 3
+            for rid in served:
+                running.wait_row(rid)
+
+            # Now the database too: rows can be kept in memory only, up to max_pending (5).
+            with sqlite3.connect(database) as conn:
+                conn.execute("ALTER TABLE usage RENAME TO usage_away")
+            for i in range(5):
+                assert _chat(running, f"nowhere-{i}").status_code == 200
+                served.append(f"nowhere-{i}")
+            assert wait_until(lambda: _health(running).json()["ledger"] == "failing")
+            health = _health(running)
+            assert health.status_code == 503
+            assert health.json()["ledger_detail"]["rows_in_memory"] == 5
+            refused = _chat(running, "refused")
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "ledger_unavailable"
+
+            # Space comes back: the rows in memory go to disk, serving resumes, still spooling.
+            (disk / "filler").unlink()
+            assert wait_until(lambda: _health(running).json()["ledger"] == "spooling",
+                              timeout=20)
+            assert _health(running).json()["ledger_detail"]["rows_in_memory"] == 0
+            assert _chat(running, "after-space").status_code == 200
+            served.append("after-space")
+
+            # And the database: every row lands, once.
+            with sqlite3.connect(database) as conn:
+                conn.execute("ALTER TABLE usage_away RENAME TO usage")
+            assert wait_until(lambda: _health(running).json()["ledger"] == "ok", timeout=20)
+            for rid in served:
+                running.wait_row(rid, timeout=20)
+        finally:
+            running.stop()
+        counts = _counts(running)
+        assert set(counts) == set(served) and max(counts.values()) == 1
+        assert "refused" not in counts  # refused before any work: nothing to bill
+        # Each failure is told once when it starts and once when it ends, not once a batch.
+        log = running.output
+        assert log.count("cannot be written") == 1 and log.count("takes rows again") == 1
+        assert log.count("refuses writes") == 1 and log.count("takes writes again") == 1
+        assert "rows wait in memory" in log
+
+
+def test_a_header_that_is_not_utf8_costs_no_row(tmp_path, upstream):
+    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    try:
+        ids = []
+        for i, user in enumerate([b"ann", b"caf\xe9 \xff", b"bob"] * 2):
+            response = httpx.post(running.base_url + "/v1/chat/completions", timeout=30,
+                                  json={"model": "tokenmux/echo", "messages": HELLO},
+                                  headers={**AUTH, "X-Request-Id": f"user-{i}", "X-User": user})
+            assert response.status_code == 200
+            ids.append(f"user-{i}")
+        rows = {rid: running.wait_row(rid) for rid in ids}
+        assert rows["user-0"]["end_user"] == "ann" and rows["user-2"]["end_user"] == "bob"
+        assert rows["user-1"]["end_user"] == "caf\ufffd \ufffd"
+        # Still alive and well: the writer keeps writing after the repaired row.
+        assert _chat(running, "later").status_code == 200
+        running.wait_row("later")
+        health = _health(running)
+        assert (health.status_code, health.json()["ledger"]) == (200, "ok")
+        assert health.json()["ledger_detail"]["dead_letters"] == 0
+    finally:
+        code = running.stop()
+    assert code == 0
+    assert len(running.rows()) == 7
+
+
+def test_a_long_stream_that_finished_keeps_its_final_row_through_kill_9(tmp_path, upstream):
+    # Nothing is committed before the kill (a minute's flush): the restart's replay decides
+    # between each stream's checkpoints and its final row. With fsync on, as a power cut needs.
+    config = config_for(tmp_path, upstream).replace(
+        "ledger: {flush_interval_ms: 50}", "ledger: {flush_interval_ms: 60000, fsync: true}")
+    running = Gateway(tmp_path, config).start()
+    finished = Stream(running, "finished", "@slow 0.3")  # 8 words in 2.4 s: two checkpoints
+    cut = Stream(running, "cut", "@slow 0.6")
+    try:
+        finished.start()
+        cut.start()
+        finished.join(60)
+        assert finished.error is None and finished.lines[-1] == "data: [DONE]"
+        for i in range(10):
+            assert _chat(running, f"echo-{i}").status_code == 200
+        assert cut.words >= 3
+        assert running.rows() == []
+        _kill(running)
+        cut.join(30)
+    finally:
+        running.stop()
+    restarted = _restart(running)
+    try:
+        rows = {row["request_id"]: row for row in restarted.rows()}
+        assert len(restarted.rows()) == len(rows) == 12
+        assert (rows["finished"]["status"], rows["finished"]["usage_source"]) == (200, "upstream")
+        assert rows["finished"]["completion_tokens"] == 8
+        assert (rows["cut"]["status"], rows["cut"]["error_code"]) == (500, "interrupted")
+        assert rows["cut"]["completion_tokens"] > 0
+    finally:
+        restarted.stop()
+
+
+def test_the_old_spool_file_is_replayed_once(tmp_path, upstream):
+    row = {"id": "old-row-1", "created_at": "2026-11-30T10:00:00+00:00", "request_id": "old-req",
+           "key_id": None, "key_name": "admin", "end_user": None, "requested_model": "m",
+           "model": "m", "provider": "p", "upstream_model": "u", "attempts": 1,
+           "tier": "medium", "queue_ms": 0.0, "stream": False, "status": 200,
+           "error_code": None, "prompt_tokens": 3, "completion_tokens": 4, "cached_tokens": 0,
+           "reasoning_tokens": 0, "usage_source": "upstream", "cost_usd": "0.0000110000",
+           "latency_ms": 5.0, "ttft_ms": None}
+    spool = tmp_path / "gateway.db.spool"
+    spool.write_bytes(orjson.dumps(row) + b"\n" + b'{"torn": ')
+    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    try:
+        found = running.wait_row("old-req")
+        assert found["cost_usd"] == pytest.approx(0.000011)
+        assert not spool.exists()
+    finally:
+        running.stop()
+    again = _restart(running)
+    again.stop()
+    assert len(again.rows(request_id="old-req")) == 1
+
+
+def test_a_row_the_database_refuses_goes_to_the_dead_letters_and_its_batch_lands(tmp_path,
+                                                                                 upstream):
+    config = config_for(tmp_path, upstream).replace("ledger: {flush_interval_ms: 50}",
+                                                    "ledger: {flush_interval_ms: 1000}")
+    running = Gateway(tmp_path, config).start()
+    with sqlite3.connect(tmp_path / "gateway.db") as conn:
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON usage WHEN NEW.end_user = 'poison' "
+                     "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    try:
+        ids = []
+        for i, user in enumerate(["ann", "poison", "bob", "cid"]):  # one batch, one bad row
+            response = httpx.post(running.base_url + "/v1/chat/completions", timeout=30,
+                                  json={"model": "tokenmux/echo", "messages": HELLO},
+                                  headers={**AUTH, "X-Request-Id": f"dl-{i}", "X-User": user})
+            assert response.status_code == 200
+            ids.append(f"dl-{i}")
+        for rid in ("dl-0", "dl-2", "dl-3"):
+            running.wait_row(rid)
+        health = _health(running)
+        assert (health.status_code, health.json()["ledger"]) == (200, "ok")
+        assert health.json()["ledger_detail"]["dead_letters"] == 1
+        dead = (tmp_path / "gateway.db.ledger" / "dead-letter.jsonl").read_text().splitlines()
+        assert len(dead) == 1 and "dl-1" in dead[0] and "refused by the test" in dead[0]
+        assert _chat(running, "after").status_code == 200
+        running.wait_row("after")
+    finally:
+        running.stop()
+    assert not running.rows(request_id="dl-1")
+    assert running.output.count("quarantined") == 1
