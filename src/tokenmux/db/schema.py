@@ -13,6 +13,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    Text,
 )
 
 metadata = MetaData()
@@ -30,6 +31,8 @@ api_keys = Table(
     Column("tpm", Integer),
     Column("tier", String(16)),  # the default service tier; NULL: medium
     Column("max_tier", String(16)),  # the highest tier X-Tier may ask for; NULL: any
+    Column("fallback_models", Text),  # a JSON array: models tried when the request names none
+    Column("fallback_timeout_ms", Integer),  # the wait before the next fallback; NULL: default
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
@@ -63,6 +66,7 @@ usage = Table(
     Column("cost_usd", Numeric(20, 10)),
     Column("latency_ms", Float, nullable=False),
     Column("ttft_ms", Float),
+    Column("dropped_params", String(256)),  # request fields the target takes not, left out
     Index("ix_usage_created_at", "created_at"),
     Index("ix_usage_key_created", "key_id", "created_at"),
     Index("ix_usage_model_created", "model", "created_at"),
