@@ -105,6 +105,9 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         tier = outcome.attempts.tier = requested_tier(inbound.tier, principal.tier,
                                                       principal.max_tier)
         entry = gw.catalog.resolve(request.model)
+        if request.max_output is not None:
+            entry.check_output_limit(request.max_output, "max_completion_tokens"
+                                     if "max_completion_tokens" in request.body else "max_tokens")
         routes = plan(gw.catalog, entry, request.models, tier, gw.rng)
         prompt = tokens.estimate_prompt(len(inbound.body))
         answers = request.body.get("n") or 1

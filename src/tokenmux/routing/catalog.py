@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tokenmux.config.schema import ECHO_MODEL, Breaker, Config, Price
-from tokenmux.errors import ModelNotFound
+from tokenmux.errors import InvalidRequest, ModelNotFound
 from tokenmux.routing.admission import Gate
 from tokenmux.routing.health import ChannelHealth
 from tokenmux.routing.pricing import list_price
@@ -77,6 +77,13 @@ class ModelEntry:
                 "input": price.input, "output": price.output, "cached_input": price.cached_input,
             },
         })
+
+    def check_output_limit(self, requested: int, param: str) -> None:
+        """A request may not ask for a longer answer than the model can write."""
+        if self.max_output is not None and requested > self.max_output:
+            raise InvalidRequest(
+                f"'{param}' is too large: {requested}. The model '{self.name}' writes at most "
+                f"{self.max_output} tokens in one answer.", param=param)
 
     def answer_estimate(self, max_output: int | None, prompt: int) -> int:
         """Tokens a rate limit reserves for one answer: what the request allows, never more
