@@ -132,6 +132,20 @@ class Gateway:
         self.output += self.process.stdout.read() if self.process.stdout else ""
         return code
 
+    def log_so_far(self) -> str:
+        """What the running process has printed until now, without waiting for more."""
+        assert self.process is not None and self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        os.set_blocking(fd, False)
+        try:
+            while chunk := os.read(fd, 1 << 16):
+                self.output += chunk.decode(errors="replace")
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(fd, True)
+        return self.output
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "tokenmux", *args, *self._config_args()],

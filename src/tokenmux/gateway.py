@@ -46,6 +46,7 @@ class Gateway:
     concurrency: KeyConcurrency = field(default_factory=lambda: KeyConcurrency(None))
     _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _key_watch: asyncio.Task[None] | None = None
     # The handlers of chat requests in flight, so that a stop can end them when its grace is out.
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
     draining: bool = False  # the stop's grace is out: a cancelled request ends as shutting_down
@@ -59,7 +60,8 @@ class Gateway:
         await asyncio.to_thread(self.keys.refresh)
         await self.ledger.start()
         self._session = new_session()
-        self._tasks.append(asyncio.create_task(self.keys.watch(), name="key-watch"))
+        self._key_watch = asyncio.create_task(self.keys.watch(), name="key-watch")
+        self._tasks.append(self._key_watch)
         # What start built (config, catalog, price tables, tokenizer) lives as long as the
         # process: frozen, it is no longer rescanned by every full garbage collection, which
         # otherwise costs the request path a pause proportional to all of it.
@@ -92,6 +94,12 @@ class Gateway:
         self.draining = True
         for task in list(self.inflight):
             task.cancel()
+
+    def keys_health(self) -> str:
+        """`ok`, `stale` (refreshes fail or hang) or `stopped` (the watch ended: a bug)."""
+        if self._key_watch is not None and self._key_watch.done():
+            return "stopped"
+        return self.keys.health()
 
     def database_ready(self) -> bool:
         with self.engine.connect() as conn:

@@ -23,6 +23,7 @@ from tokenmux.errors import Unauthenticated
 log = logging.getLogger(__name__)
 
 MISS_REFRESH_GAP = 0.1  # seconds; bounds what a flood of wrong keys can cost the database
+STALE_AFTER = 20  # polls without a good refresh before /health says the keys are stale
 
 
 class KeyCache:
@@ -34,6 +35,7 @@ class KeyCache:
         self._poll_interval = poll_interval
         self._refreshing: asyncio.Future[bool] | None = None
         self._last_refresh = 0.0
+        self.refreshed_at = time.monotonic()  # the last refresh that reached the database
 
     async def authenticate(self, authorization: str | None,
                            api_key_header: str | None) -> Principal:
@@ -79,18 +81,34 @@ class KeyCache:
         """Reloads the keys when they changed; blocking, so run it in a thread."""
         self._last_refresh = time.monotonic()
         current = records.revision(self._engine)
-        if current == self._revision:
-            return False
-        keys = records.live_principals(self._engine)
-        keys.update(self._static)
-        self._keys = keys  # one reference swap, so readers never see a half-built dict
-        self._revision = current
-        return True
+        changed = current != self._revision
+        if changed:
+            keys = records.live_principals(self._engine)
+            keys.update(self._static)
+            self._keys = keys  # one reference swap, so readers never see a half-built dict
+            self._revision = current
+        self.refreshed_at = time.monotonic()
+        return changed
+
+    def health(self) -> str:
+        """`ok` while the view of the keys is fresh; `stale` once refreshes have failed (or
+        hung) for STALE_AFTER polls, so a revoked key may still be served."""
+        age = time.monotonic() - self.refreshed_at
+        return "ok" if age < STALE_AFTER * self._poll_interval else "stale"
 
     async def watch(self) -> None:
+        failing = False
         while True:
             try:
                 await asyncio.to_thread(self.refresh)
-            except SQLAlchemyError:  # the database may come back; until then the last view stands
-                log.exception("could not refresh API keys")
+            # The task's outermost handler: whatever a refresh meets, the watch goes on, or
+            # revocations would silently stop reaching this process.
+            except Exception:
+                if not failing:
+                    log.exception("could not refresh API keys; the last view stands")
+                failing = True
+            else:
+                if failing:
+                    log.info("API keys refresh again")
+                failing = False
             await asyncio.sleep(self._poll_interval)

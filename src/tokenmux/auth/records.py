@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -10,6 +11,8 @@ from sqlalchemy import Engine, func, select, update
 from tokenmux.auth.keys import Principal, display_prefix, hash_key, new_key_id, new_secret
 from tokenmux.db.schema import api_keys
 from tokenmux.routing.tiers import Tier, tier_named
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,17 +79,22 @@ def has_admin_key(engine: Engine) -> bool:
 
 
 def live_principals(engine: Engine) -> dict[str, Principal]:
-    """Every usable key, by hash: what the gateway holds in memory."""
+    """Every usable key, by hash: what the gateway holds in memory. A row the gateway cannot
+    read (a tier it does not know, written by hand or by a newer version) is left out with a
+    warning, so one bad row never stops the others from loading."""
     query = select(api_keys.c.key_hash, api_keys.c.id, api_keys.c.name, api_keys.c.is_admin,
                    api_keys.c.rpm, api_keys.c.tpm, api_keys.c.tier, api_keys.c.max_tier
                    ).where(api_keys.c.revoked_at.is_(None))
+    principals: dict[str, Principal] = {}
     with engine.connect() as conn:
-        return {
-            key_hash: Principal(key_id, name, is_admin, rpm, tpm,
-                                tier_named(tier) if tier else Tier.MEDIUM,
-                                tier_named(max_tier) if max_tier else None)
-            for key_hash, key_id, name, is_admin, rpm, tpm, tier, max_tier in conn.execute(query)
-        }
+        for key_hash, key_id, name, is_admin, rpm, tpm, tier, max_tier in conn.execute(query):
+            try:
+                principals[key_hash] = Principal(
+                    key_id, name, is_admin, rpm, tpm, tier_named(tier) if tier else Tier.MEDIUM,
+                    tier_named(max_tier) if max_tier else None)
+            except KeyError as unknown:
+                log.warning("key %s is left out: unknown tier %s", key_id, unknown)
+    return principals
 
 
 def revision(engine: Engine) -> tuple[int, str]:

@@ -100,17 +100,19 @@ async def retrieve_model(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """Liveness and readiness at once: 200 only when the database answers and the ledger can
-    keep rows somewhere (the database or its disk)."""
+    """Liveness and readiness at once: 200 only when the database answers, the view of the keys
+    is fresh (a revoked key is refused), and the ledger can keep rows somewhere (the database or
+    its disk)."""
     gateway = request.app[GATEWAY]
     ledger = gateway.ledger.health()
-    body = {"status": "ok", "database": "ok", "ledger": ledger.pop("state"),
-            "ledger_detail": ledger}
+    body = {"status": "ok", "database": "ok", "keys": gateway.keys_health(),
+            "ledger": ledger.pop("state"), "ledger_detail": ledger}
     try:
         await asyncio.wait_for(asyncio.to_thread(gateway.database_ready), 5)
     except (SQLAlchemyError, TimeoutError) as exc:
         body["database"] = f"unreachable: {type(exc).__name__}"
-    if body["database"] != "ok" or body["ledger"] in ("failing", "stopped"):
+    if (body["database"] != "ok" or body["keys"] != "ok"
+            or body["ledger"] in ("failing", "stopped")):
         body["status"] = "unavailable"
         return json_response(body, request_id(request), 503)
     return json_response(body, request_id(request))
