@@ -15,9 +15,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from tokenmux import tokens
+from tokenmux.errors import InvalidRequest
 from tokenmux.providers.base import Call, Completion, StreamState, Usage
 
 _WORDS = re.compile(r"\s*\S+")
+# n copies of the echo: bounded, so that `n` cannot multiply a large message into gigabytes.
+MAX_ANSWER_CHARS = 8 * 1024 * 1024
+_BATCH = 256  # chunks a stream hands over at once: what one write holds in memory
 
 
 def _answer(call: Call) -> tuple[str, str]:
@@ -35,14 +39,18 @@ def _answer(call: Call) -> tuple[str, str]:
     return text, "stop"
 
 
-def _choices(call: Call) -> int:
-    return int(call.request.body.get("n") or 1)
+def _choices(call: Call, text: str) -> int:
+    n = int(call.request.body.get("n") or 1)
+    if n > 1 and n * len(text) > MAX_ANSWER_CHARS:
+        raise InvalidRequest(f"'n' copies of this echo would exceed {MAX_ANSWER_CHARS} "
+                             f"characters; ask for fewer.", param="n")
+    return n
 
 
 class EchoProvider:
     async def complete(self, call: Call) -> Completion:
         text, finish = _answer(call)
-        n = _choices(call)
+        n = _choices(call, text)
         usage = Usage(tokens.count_messages(call.request.body["messages"]),
                       tokens.count_text(text) * n)
         body = {
@@ -72,7 +80,7 @@ class _EchoStream:
     async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
         call = self._call
         text, finish = _answer(call)
-        n = _choices(call)
+        n = _choices(call, text)
         base = {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": call.route.model}
 
@@ -82,11 +90,17 @@ class _EchoStream:
 
         words = _WORDS.findall(text)
         for i in range(n):
-            # A word per chunk, all in one batch: nothing makes the echo wait between words.
-            yield [chunk(i, {"role": "assistant", "content": ""}),
-                   *(chunk(i, {"content": word}) for word in words),
-                   chunk(i, {}, finish)]
+            # A word per chunk, in batches: nothing makes the echo wait between words, and a
+            # long echo is never all in memory at once.
+            batch = [chunk(i, {"role": "assistant", "content": ""})]
+            for word in words:
+                batch.append(chunk(i, {"content": word}))
+                if len(batch) == _BATCH:
+                    yield batch
+                    batch = []
             self.state.text.extend(words)
+            batch.append(chunk(i, {}, finish))
+            yield batch
         self.state.usage = Usage(tokens.count_messages(call.request.body["messages"]),
                                  tokens.count_text(text) * n)
         self.state.finished = True

@@ -58,7 +58,11 @@ def text_parts(content: Any, where: str, api: str) -> list[str]:
 
 
 def tool_arguments(tool_call: Mapping[str, Any], where: str) -> dict[str, Any]:
-    raw = (tool_call.get("function") or {}).get("arguments") or "{}"
+    """The arguments of a validated tool call (api/messages.py), as an object."""
+    if tool_call["type"] != "function":
+        raise InvalidRequest("Only function tool calls can go to this channel; custom tools "
+                             "are OpenAI's own.", param=f"{where}.type")
+    raw = tool_call["function"]["arguments"] or "{}"
     try:
         arguments = orjson.loads(raw)
     except orjson.JSONDecodeError:
