@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from tokenmux.api.messages import check_messages
-from tokenmux.api.schema import check_depth, check_fields
+from tokenmux.api.schema import check_fields
 from tokenmux.errors import InvalidRequest
 
 
@@ -35,7 +35,6 @@ def parse_chat(raw: bytes) -> ChatRequest:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    check_depth(raw, body)
 
     model = body.get("model")
     if not isinstance(model, str) or not model:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenmux.api.schema import ROLES, fail, kind_of, shown
+from tokenmux.api.schema import MAX_DEPTH, ROLES, check_depth, fail, kind_of, shown
 
 _PART_TYPES = {
     "system": frozenset({"text"}),
@@ -43,8 +43,10 @@ def check_messages(messages: Any) -> None:
             fail(f"messages[{i}].role", f"must be one of {_ROLE_NAMES}; got {shown(role)}.")
         if not isinstance(message.get("content"), str):
             _check_content(message, role, i)
-        if len(message) > 2 or role in ("tool", "function"):
-            _check_fields(message, role, i)
+        elif len(message) == 2 and role not in ("tool", "function"):
+            continue  # a role and a text: nothing more to look at
+        _check_fields(message, role, i)
+        check_depth(message, MAX_DEPTH - 2)  # under the body and the messages array
 
 
 def _check_content(message: dict[str, Any], role: str, i: int) -> None:
