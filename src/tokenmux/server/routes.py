@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmux import pipeline
+from tokenmux.api.openapi import document
 from tokenmux.errors import (
     GatewayError,
     InvalidRequest,
@@ -89,6 +90,12 @@ async def live(request: web.Request) -> web.Response:
     return json_response({"status": "ok"}, request_id(request))
 
 
+async def openapi(request: web.Request) -> web.Response:
+    response = web.Response(body=document(), content_type="application/json")
+    response.headers["X-Request-Id"] = request_id(request)
+    return response
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The outermost handler: every failure leaves as an OpenAI-shaped error with a request id."""
@@ -125,3 +132,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", live)
+    app.router.add_get("/openapi.json", openapi)
