@@ -241,12 +241,18 @@ def test_a_long_echo_streams_whole_in_batches(kinds):
 
 
 @pytest.mark.parametrize("model", [ANTHROPIC, GEMINI])
-def test_a_custom_tool_call_is_a_400_on_other_providers(kinds, model):
+def test_custom_tools_are_a_400_on_other_providers(kinds, model):
     messages = [*HELLO, {"role": "assistant", "tool_calls": [
         {"id": "call_1", "type": "custom", "custom": {"name": "grep", "input": "x"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "found"}]
     assert_400(kinds.gateway.post({"model": model, "messages": messages}),
                "messages[1].tool_calls[0].type")
+    custom = {"type": "custom", "custom": {"name": "grep"}}
+    assert_400(kinds.gateway.post({"model": model, "messages": HELLO, "tools": [custom]}),
+               "tools[0].type")
+    assert_400(kinds.gateway.post({"model": model, "messages": HELLO,
+                                   "tool_choice": {"type": "custom", "custom": {"name": "g"}}}),
+               "tool_choice.type")
 
 
 def test_valid_options_of_every_kind_pass_through_to_openai_unchanged(kinds):
