@@ -54,7 +54,7 @@ def _check_content(message: dict[str, Any], role: str, i: int) -> None:
     if content is None:
         if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
             return
-        fail(f"messages[{i}].content", f"is required for a {role} message.")
+        fail(f"messages[{i}].content", f"is required in a message of role '{role}'.")
     if not isinstance(content, list):
         fail(f"messages[{i}].content", "must be a string or an array of content parts.")
     allowed = _PART_TYPES[role]
@@ -64,8 +64,8 @@ def _check_content(message: dict[str, Any], role: str, i: int) -> None:
             fail(at, f"must be an object; got {kind_of(part)}.")
         kind = part.get("type")
         if not isinstance(kind, str) or kind not in allowed:
-            fail(f"{at}.type", f"must be one of {', '.join(sorted(allowed))} for a {role} "
-                 f"message; got {shown(kind)}.")
+            fail(f"{at}.type", f"must be one of {', '.join(sorted(allowed))} in a message of "
+                 f"role '{role}'; got {shown(kind)}.")
         _check_part(part, kind, at)
 
 
