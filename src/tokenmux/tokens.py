@@ -64,39 +64,56 @@ def truncate(text: str, limit: int) -> str:
 
 
 def message_text(content: Any) -> str:
+    """The text of a message's content; anything that is not text counts as none."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+        return "".join(_text(p.get("text")) for p in content if isinstance(p, dict))
     return ""
 
 
-def messages_size(messages: list[dict[str, Any]]) -> int:
-    """About the characters `count_messages` encodes; cheap: lengths only, no copies."""
+def messages_size(messages: Any) -> int:
+    """About the characters `count_messages` encodes; cheap: lengths only, no copies. Takes any
+    JSON value, as count_messages does."""
     size = 0
-    for message in messages:
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
         content = message.get("content")
         if isinstance(content, str):
             size += len(content)
         elif isinstance(content, list):
-            size += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
-        for call in message.get("tool_calls") or ():
-            size += len((call.get("function") or {}).get("arguments") or "")
+            size += sum(len(_text(p.get("text"))) for p in content if isinstance(p, dict))
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                size += len(_text(function.get("arguments")))
     return size
 
 
-def count_messages(messages: list[dict[str, Any]]) -> int:
+def count_messages(messages: Any) -> int:
+    """OpenAI's accounting of a conversation. Takes any JSON value and never raises: it also
+    counts what the ledger must bill after a failure, when nothing else is left to trust."""
     total = 3  # every reply is primed with <|start|>assistant<|message|>
-    for message in messages:
-        total += 3 + count_text(message.get("role") or "")
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        total += 3 + count_text(_text(message.get("role")))
         total += count_text(message_text(message.get("content")))
-        if message.get("name"):
-            total += 1 + count_text(message["name"])
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
-            total += count_text(function.get("name") or "") + count_text(
-                function.get("arguments") or "")
+        if name := _text(message.get("name")):
+            total += 1 + count_text(name)
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                total += count_text(_text(function.get("name"))) + count_text(
+                    _text(function.get("arguments")))
     return total
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def estimate_prompt(body_size: int) -> int:

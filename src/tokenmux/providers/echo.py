@@ -16,9 +16,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from tokenmux import tokens
+from tokenmux.errors import InvalidRequest
 from tokenmux.providers.base import Call, Completion, StreamState, Usage
 
 _WORDS = re.compile(r"\s*\S+")
+# n copies of the echo: bounded, so that `n` cannot multiply a large message into gigabytes.
+MAX_ANSWER_CHARS = 8 * 1024 * 1024
 _BATCH = 1024  # words in one write of a stream
 
 
@@ -46,7 +49,7 @@ def _answer(call: Call) -> tuple[str, str, Usage]:
         cut = tokens.truncate(text, limit)
         if cut != text:
             text, finish = cut, "length"
-    usage = Usage(tokens.count_messages(messages), tokens.count_text(text) * _choices(call))
+    usage = Usage(tokens.count_messages(messages), tokens.count_text(text) * _choices(call, text))
     return text, finish, usage
 
 
@@ -56,14 +59,18 @@ async def _measured_answer(call: Call) -> tuple[str, str, Usage]:
     return await tokens.measured(size, lambda: _answer(call))
 
 
-def _choices(call: Call) -> int:
-    return int(call.request.body.get("n") or 1)
+def _choices(call: Call, text: str) -> int:
+    n = int(call.request.body.get("n") or 1)
+    if n > 1 and n * len(text) > MAX_ANSWER_CHARS:
+        raise InvalidRequest(f"'n' copies of this echo would exceed {MAX_ANSWER_CHARS} "
+                             f"characters; ask for fewer.", param="n")
+    return n
 
 
 class EchoProvider:
     async def complete(self, call: Call) -> Completion:
         text, finish, usage = await _measured_answer(call)
-        n = _choices(call)
+        n = _choices(call, text)
         body = {
             "id": "chatcmpl-" + secrets.token_hex(12),
             "object": "chat.completion",
@@ -91,7 +98,7 @@ class _EchoStream:
     async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
         call = self._call
         text, finish, usage = await _measured_answer(call)
-        n = _choices(call)
+        n = _choices(call, text)
         base = {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": call.route.model}
 

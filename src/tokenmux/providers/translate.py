@@ -58,7 +58,11 @@ def text_parts(content: Any, where: str, api: str) -> list[str]:
 
 
 def tool_arguments(tool_call: Mapping[str, Any], where: str) -> dict[str, Any]:
-    raw = (tool_call.get("function") or {}).get("arguments") or "{}"
+    """The arguments of a validated tool call (api/messages.py), as an object."""
+    if tool_call["type"] != "function":
+        raise InvalidRequest("Only function tool calls can go to this channel; custom tools "
+                             "are OpenAI's own.", param=f"{where}.type")
+    raw = tool_call["function"]["arguments"] or "{}"
     try:
         arguments = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -83,26 +87,25 @@ def data_url(url: str, where: str, media_types: Collection[str] | None,
 
 
 def tool_choice_name(choice: Any) -> str | None:
-    """The function a named `tool_choice` forces; raises on a malformed choice."""
-    if choice in (None, "auto", "none", "required"):
+    """The function a named `tool_choice` forces. The choice is validated (api/schema.py);
+    OpenAI's custom and allowed-tools choices have no equivalent elsewhere."""
+    if choice is None or isinstance(choice, str):
         return None
-    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
-    if not name:
-        raise InvalidRequest("'tool_choice' must be 'none', 'auto', 'required' or "
-                             "{type: 'function', function: {name}}.", param="tool_choice")
-    return str(name)
+    if choice["type"] != "function":
+        raise InvalidRequest(f"A 'tool_choice' of type '{choice['type']}' can only go to an "
+                             "OpenAI-kind channel.", param="tool_choice.type")
+    return str(choice["function"]["name"])
 
 
 def functions(tools: list[Any]) -> list[dict[str, Any]]:
-    """The `function` objects of `tools`, checked."""
+    """The `function` objects of validated `tools` (api/schema.py); custom tools are OpenAI's
+    own."""
     found = []
     for i, tool in enumerate(tools):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if tool.get("type") != "function" or not isinstance(function, dict) \
-                or not function.get("name"):
-            raise InvalidRequest("Each tool must be {type: 'function', function: {name, ...}}.",
-                                 param=f"tools[{i}]")
-        found.append(function)
+        if tool["type"] != "function":
+            raise InvalidRequest(f"A tool of type '{tool['type']}' can only go to an OpenAI-kind "
+                                 "channel.", param=f"tools[{i}].type")
+        found.append(tool["function"])
     return found
 
 

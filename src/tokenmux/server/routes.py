@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmux import pipeline
+from tokenmux.api.openapi import document
 from tokenmux.errors import (
     ExpectationFailed,
     GatewayError,
@@ -122,6 +123,12 @@ async def live(request: web.Request) -> web.Response:
     return json_response({"status": "ok"}, request_id(request))
 
 
+async def openapi(request: web.Request) -> web.Response:
+    response = web.Response(body=document(), content_type="application/json")
+    response.headers["X-Request-Id"] = request_id(request)
+    return response
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The outermost handler: every failure leaves as an OpenAI-shaped error with a request id,
@@ -199,3 +206,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/models/{model:.+}", retrieve_model)
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", live)
+    app.router.add_get("/openapi.json", openapi)
