@@ -27,8 +27,9 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tokenmux.ids import unique
 
@@ -40,6 +41,9 @@ _OWNER = re.compile(r"p[0-9a-f]{24}")  # unique("p"): only such directories are 
 class Segment:
     path: Path
     adopted: bool  # written by a process that is gone: its checkpoints are billed too
+    # The rows as recorded, while this process still holds them: committing them then needs no
+    # read and decode of the file. None: the file is read (adopted, or let go in an outage).
+    records: list[dict[str, Any]] | None = field(default=None, compare=False)
 
 
 class WriteAheadLog:
@@ -52,6 +56,7 @@ class WriteAheadLog:
         self._offset = 0
         self._seq = 0
         self.rows = 0  # rows (not checkpoints) in the open segment
+        self._records: list[dict[str, Any]] = []  # those rows, as recorded
         self.closed: deque[Segment] = deque()  # oldest first; their rows await the database
         self._locks: dict[Path, int] = {}  # directory → the fd holding its lock
 
@@ -68,22 +73,27 @@ class WriteAheadLog:
         if legacy_spool is not None and legacy_spool.is_file():
             self.closed.append(Segment(legacy_spool, adopted=True))
 
-    def append(self, line: bytes, *, row: bool = True) -> None:
-        """Raises OSError when the disk does not take the line; nothing of it is left then."""
+    def append(self, line: bytes, record: dict[str, Any] | None = None) -> None:
+        """Appends a row (`record` is the line's row) or a checkpoint (None). Raises OSError
+        when the disk does not take the line; nothing of it is left then."""
         if self._fd is None:
             self._new_segment()
         assert self._fd is not None
         self._write(self._fd, line)
-        if row:
+        if record is not None:
             self.rows += 1
+            self._records.append(record)
 
-    def rotate(self) -> None:
-        """Closes the open segment, when it holds rows, for the writer to commit."""
+    def rotate(self, *, keep: bool = True) -> None:
+        """Closes the open segment, when it holds rows, for the writer to commit; with `keep`
+        its rows stay in memory for that commit."""
         if self._fd is None or self.rows == 0:
             return
         os.close(self._fd)
         self._fd = None
-        self.closed.append(Segment(self._path(), adopted=False))
+        self.closed.append(Segment(self._path(), adopted=False,
+                                   records=self._records if keep else None))
+        self._records = []
         self.rows = 0
         with contextlib.suppress(OSError):  # a full disk: the next append tries again
             self._new_segment()

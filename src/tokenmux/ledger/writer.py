@@ -82,13 +82,14 @@ class LedgerWriter:
         except TypeError as exc:
             self._dead.keep(record, f"it cannot be encoded: {exc}")
             return
-        if not self._append(line, row=True):
+        if not self._append(line, record):
             self._memory.append(record)
         elif self._wal.rows >= self._batch_size:
             if self.database_error is None:
                 self._full.set()
             else:
-                self._wal.rotate()  # keep segments small while the database is out
+                # Keep segments small while the database is out, and only on disk.
+                self._wal.rotate(keep=False)
 
     def checkpoint(self, row: UsageRow) -> None:
         """What a live stream has delivered so far; replaced by its final `record()`."""
@@ -98,7 +99,7 @@ class LedgerWriter:
             line = encode(record)
         except TypeError:
             return  # its final row will be repaired or quarantined; a checkpoint is insurance
-        if self._append(line, row=False):
+        if self._append(line, None):
             self._live[row.id] = line
 
     def accepting(self) -> bool:
@@ -179,7 +180,8 @@ class LedgerWriter:
             delay = self._interval if healthy else min(delay * 2, self._retry_max)
 
     async def _cycle(self) -> bool:
-        self._wal.rotate()
+        # While the database is out, segments pile up: their rows wait on disk, not in memory.
+        self._wal.rotate(keep=self.database_error is None)
         memory, self._memory = self._memory, []
         self._memory_in_drain = len(memory)
         try:
@@ -196,7 +198,8 @@ class LedgerWriter:
         while self._wal.closed:
             segment = self._wal.closed[0]
             try:
-                records, torn = read_lines(segment.path)
+                records, torn = ((segment.records, 0) if segment.records is not None
+                                 else read_lines(segment.path))
             except FileNotFoundError:
                 self._wal.committed(segment)
                 continue
@@ -248,13 +251,13 @@ class LedgerWriter:
                 line = encode(record)
             except TypeError:
                 line = b""
-            if not line or not self._append(line, row=True):
+            if not line or not self._append(line, record):
                 kept.append(record)
         self._memory = kept
 
-    def _append(self, line: bytes, *, row: bool) -> bool:
+    def _append(self, line: bytes, record: dict[str, Any] | None) -> bool:
         try:
-            self._wal.append(line, row=row)
+            self._wal.append(line, record)
         except OSError as exc:
             self._disk_failed(exc)
             return False
