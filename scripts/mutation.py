@@ -43,16 +43,21 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 
 # Module (file or folder under src/tokenmux) → the tests that show its rules.
 MODULES: dict[str, list[str]] = {
-    "limits": ["tests/limits", "tests/test_errors.py"],
-    "routing": ["tests/test_routing.py", "tests/test_tiers.py", "tests/test_catalog_api.py",
-                "tests/test_catalog_config.py", "tests/test_catalog_shipped.py"],
-    "ledger": ["tests/test_ledger.py", "tests/test_streams.py", "tests/test_chat_completions.py"],
-    "api": ["tests/test_errors.py", "tests/test_chat_completions.py"],
-    "auth": ["tests/test_errors.py", "tests/test_cli_and_config.py"],
+    "limits": ["tests/limits", "tests/test_errors.py", "tests/server/test_client_limits.py"],
+    "routing": ["tests/test_routing.py", "tests/test_tiers.py", "tests/test_max_output.py",
+                "tests/test_catalog_api.py", "tests/test_catalog_config.py",
+                "tests/test_catalog_shipped.py"],
+    "ledger": ["tests/test_ledger.py", "tests/test_ledger_crash.py", "tests/test_shutdown.py",
+               "tests/test_streams.py", "tests/test_chat_completions.py"],
+    "api": ["tests/test_validation.py", "tests/test_errors.py", "tests/test_chat_completions.py",
+            "tests/test_validation_property.py"],
+    "auth": ["tests/test_key_watch.py", "tests/test_errors.py", "tests/test_cli_and_config.py",
+             "tests/server/test_refusals.py"],
     "pipeline.py": ["tests/test_chat_completions.py", "tests/test_streams.py",
-                    "tests/test_errors.py", "tests/test_routing.py"],
+                    "tests/test_errors.py", "tests/test_routing.py", "tests/limits",
+                    "tests/test_shutdown.py"],
     "providers/translate.py": ["tests/test_anthropic.py", "tests/test_gemini.py",
-                               "tests/test_equivalence.py"],
+                               "tests/test_equivalence.py", "tests/test_validation.py"],
 }
 
 # Replacements that mostly make code crash at once rather than change what it means.
