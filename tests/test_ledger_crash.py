@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from tests.conftest import ADMIN_KEY, Gateway, config_for, wait_until
+from tests.streaming import Streamed
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -83,37 +84,10 @@ class Load:
                     self.refused.append(response.status_code)
 
 
-class Stream(threading.Thread):
-    """A streamed request read chunk by chunk; `words` counts the content chunks received."""
-
-    def __init__(self, running: Gateway, rid: str, text: str):
-        super().__init__(daemon=True)
-        self.url = running.base_url + "/v1/chat/completions"
-        self.rid = rid
-        self.body = {"model": "fake-model", "stream": True,
-                     "messages": [{"role": "user", "content": text}]}
-        self.words = 0
-        self.lines: list[str] = []
-        self.error: Exception | None = None
-
-    def run(self) -> None:
-        try:
-            with httpx.stream("POST", self.url, json=self.body, timeout=60,
-                              headers={**AUTH, "X-Request-Id": self.rid}) as response:
-                for line in response.iter_lines():
-                    if not line:
-                        continue
-                    self.lines.append(line)
-                    if '"content":"' in line and '"content":""' not in line:
-                        self.words += 1
-        except httpx.HTTPError as exc:
-            self.error = exc
-
-
 def test_kill_9_under_load_loses_no_answered_row_and_bills_cut_streams(tmp_path, upstream):
     running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
     try:
-        streams = [Stream(running, f"cut-{i}", "@slow 0.4") for i in range(2)]
+        streams = [Streamed(running, f"cut-{i}", "@slow 0.4") for i in range(2)]
         with Load(running, threads=4) as load:
             for stream in streams:
                 stream.start()
@@ -292,13 +266,13 @@ def test_a_long_stream_that_finished_keeps_its_final_row_through_kill_9(tmp_path
     config = config_for(tmp_path, upstream).replace(
         "ledger: {flush_interval_ms: 50}", "ledger: {flush_interval_ms: 60000, fsync: true}")
     running = Gateway(tmp_path, config).start()
-    finished = Stream(running, "finished", "@slow 0.3")  # 8 words in 2.4 s: two checkpoints
-    cut = Stream(running, "cut", "@slow 0.6")
+    finished = Streamed(running, "finished", "@slow 0.3")  # 8 words in 2.4 s: two checkpoints
+    cut = Streamed(running, "cut", "@slow 0.6")
     try:
         finished.start()
         cut.start()
         finished.join(60)
-        assert finished.error is None and finished.lines[-1] == "data: [DONE]"
+        assert finished.error is None and finished.events[-1] == "[DONE]"
         for i in range(10):
             assert _chat(running, f"echo-{i}").status_code == 200
         assert cut.words >= 3

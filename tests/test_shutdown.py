@@ -13,33 +13,10 @@ import orjson
 import pytest
 
 from tests.conftest import ADMIN_KEY, Gateway, config_for, wait_until
+from tests.streaming import Streamed
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 GRACE = 2
-
-
-class Streamed(threading.Thread):
-    def __init__(self, running: Gateway, rid: str, text: str):
-        super().__init__(daemon=True)
-        self.url = running.base_url + "/v1/chat/completions"
-        self.rid = rid
-        self.body = {"model": "fake-model", "stream": True,
-                     "messages": [{"role": "user", "content": text}]}
-        self.events: list[str] = []
-        self.words = 0
-        self.error: Exception | None = None
-
-    def run(self) -> None:
-        try:
-            with httpx.stream("POST", self.url, json=self.body, timeout=60,
-                              headers={**AUTH, "X-Request-Id": self.rid}) as response:
-                for line in response.iter_lines():  # a broken chunked body raises here
-                    if line.startswith("data: "):
-                        self.events.append(line.removeprefix("data: "))
-                        if '"content":"' in line and '"content":""' not in line:
-                            self.words += 1
-        except httpx.HTTPError as exc:
-            self.error = exc
 
 
 class Posted(threading.Thread):

@@ -118,11 +118,16 @@ def _stop(value: Any, param: str) -> None:
         fail(param, f"takes at most {MAX_STOP} sequences; got {len(value)}.")
 
 
+def _optional(value: dict[str, Any], param: str, **checks: Callable[[Any, str], None]) -> None:
+    """Checks each of the object's fields that is present and not null."""
+    for name, check in checks.items():
+        if (field := value.get(name)) is not None:
+            check(field, f"{param}.{name}")
+
+
 def _stream_options(value: Any, param: str) -> None:
     _object(value, param)
-    for flag in ("include_usage", "include_obfuscation"):
-        if value.get(flag) is not None:
-            _boolean(value[flag], f"{param}.{flag}")
+    _optional(value, param, include_usage=_boolean, include_obfuscation=_boolean)
 
 
 def _metadata(value: Any, param: str) -> None:
@@ -175,12 +180,7 @@ def _response_format(value: Any, param: str) -> None:
     at = f"{param}.json_schema"
     _object(spec, at)
     _string(spec.get("name"), f"{at}.name")
-    if spec.get("description") is not None:
-        _string(spec["description"], f"{at}.description")
-    if spec.get("schema") is not None:
-        _object(spec["schema"], f"{at}.schema")
-    if spec.get("strict") is not None:
-        _boolean(spec["strict"], f"{at}.strict")
+    _optional(spec, at, description=_string, schema=_object, strict=_boolean)
 
 
 def _function(value: Any, param: str) -> None:
@@ -189,12 +189,7 @@ def _function(value: Any, param: str) -> None:
     name = value.get("name")
     if not isinstance(name, str) or not name:
         fail(f"{param}.name", "is required and must be a non-empty string.")
-    if value.get("description") is not None:
-        _string(value["description"], f"{param}.description")
-    if value.get("parameters") is not None:
-        _object(value["parameters"], f"{param}.parameters")
-    if value.get("strict") is not None:
-        _boolean(value["strict"], f"{param}.strict")
+    _optional(value, param, description=_string, parameters=_object, strict=_boolean)
 
 
 def _named(value: Any, param: str) -> None:
