@@ -50,6 +50,10 @@ def configured(tmp_path_factory: pytest.TempPathFactory,
           by-address:
             kind: openai
             base_url: "{by_address}"
+          keyless:
+            kind: openai
+            base_url: "{upstream.base_url}"
+            api_key: "${{RULES_UNSET_KEY}}"                # unset: no key at all
         models:
           - name: nested-model
             channels: [{{provider: nested, model: nested-upstream}}]
@@ -60,6 +64,8 @@ def configured(tmp_path_factory: pytest.TempPathFactory,
             channels: [{{provider: set-wins, model: set-upstream}}]
           - name: by-address-model
             channels: [{{provider: by-address, model: gpt-4o}}]
+          - name: keyless-model
+            channels: [{{provider: keyless, model: keyless-upstream}}]
         """), cwd=elsewhere)
     running.env.update(RULES_SET_KEY="sk-from-the-environment", RULES_SET_TAG="tagged")
     running.start()
@@ -84,6 +90,11 @@ def test_a_default_and_a_nested_fallback_fill_unset_variables(configured, upstre
     # The admin key came from a default too: the suite's key authenticated every request above.
 
 
+def test_an_unset_variable_means_no_value(configured, upstream):
+    assert configured.post({"model": "keyless-model", "messages": HELLO}).status_code == 200
+    assert "Authorization" not in sent_to(upstream, "keyless-upstream")  # not "Bearer "
+
+
 def test_a_providers_headers_reach_its_upstream(configured, upstream):
     assert configured.post({"model": "nested-model", "messages": HELLO}).status_code == 200
     headers = sent_to(upstream, "nested-upstream")
@@ -106,7 +117,7 @@ def test_echo_model_false_leaves_the_echo_out(configured):
     models = httpx.get(configured.base_url + "/v1/models", timeout=10,
                        headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
     assert [m["id"] for m in models["data"]] == ["nested-model", "deep-model", "set-model",
-                                                 "by-address-model"]
+                                                 "by-address-model", "keyless-model"]
 
 
 def test_the_configs_cached_input_price_is_charged_for_cache_reads(configured):
@@ -138,3 +149,25 @@ def test_without_a_price_provider_the_price_is_found_by_base_url(configured):
     table = found.model_price
     assert listed == {"input": float(table.input_mtok), "output": float(table.output_mtok),
                       "cached_input": float(table.cache_read_mtok)}
+
+
+def test_tokenmux_config_names_the_file_when_no_config_option_is_given(tmp_path, upstream):
+    config = tmp_path / "elsewhere.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        database: {tmp_path}/gateway.db
+        admin_key: {ADMIN_KEY}
+        providers:
+          fake: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-fake}}
+        models:
+          - name: from-the-variable
+            channels: [{{provider: fake, model: from-the-variable-upstream}}]
+        """))
+    running = Gateway(tmp_path, None)
+    running.env["TOKENMUX_CONFIG"] = str(config)
+    running.start()
+    try:
+        response = running.post({"model": "from-the-variable", "messages": HELLO})
+        assert response.status_code == 200  # its model, and its admin key
+        assert running.wait_row(response.headers["x-request-id"])["model"] == "from-the-variable"
+    finally:
+        running.stop()

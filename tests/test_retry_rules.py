@@ -52,6 +52,13 @@ def retrying(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> 
               - {{provider: fake, model: there, priority: 1}}
           - name: gated
             channels: [{{provider: fake, model: gated-upstream, max_concurrency: 1}}]
+          - name: ordered
+            channels: [{{provider: fake, model: ordered-own}}]
+            fallbacks: [configured-fallback]
+          - name: configured-fallback
+            channels: [{{provider: fake, model: configured-fallback-upstream}}]
+          - name: requested-fallback
+            channels: [{{provider: fake, model: requested-fallback-upstream}}]
         """))
     upstream.standing.update({k: v for k, v in STANDING.items() if v})
     yield running
@@ -132,6 +139,25 @@ def test_a_channel_that_does_not_know_its_model_is_dropped_from_the_plan(retryin
     response = ask(retrying, "gone-then-broken", "hello", "dropped-for-good")
     assert response.status_code == 502
     assert seen(upstream, "dropped-for-good") == ["no-such-upstream-model"] + ["broken"] * 4
+
+
+def test_the_plan_is_the_models_channels_then_the_requests_models_then_its_fallbacks(
+        retrying, upstream):
+    response = ask(retrying, "ordered", "@fail 500", "plan-order",
+                   models=["ordered", "requested-fallback"])
+    assert response.status_code == 502
+    assert seen(upstream, "plan-order")[:3] == [
+        "ordered-own", "requested-fallback-upstream", "configured-fallback-upstream"]
+    # And when one answers, the response names the model that did.
+    upstream.standing["ordered-own"] = "@fail 500"
+    try:
+        response = ask(retrying, "ordered", "hello", "plan-answer",
+                       models=["requested-fallback"])
+    finally:
+        upstream.standing.pop("ordered-own")
+    assert response.status_code == 200
+    assert response.json()["model"] == "requested-fallback"
+    assert response.headers["x-tokenmux-channel"] == "fake/requested-fallback-upstream"
 
 
 def test_the_default_deadline_is_routing_default_timeout_ms(retrying):

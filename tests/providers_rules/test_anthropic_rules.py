@@ -29,16 +29,20 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, claude: FakeAnthropic) -> 
         routing: {{backoff_initial_ms: 10, breaker: {{failures: 1000000}}}}
         providers:
           claude: {{kind: anthropic, base_url: "{claude.base_url}", api_key: {claude.api_key}}}
+          claude-next: {{kind: anthropic, base_url: "{claude.base_url}", api_key: {claude.api_key},
+                         headers: {{anthropic-version: "2099-01-01", anthropic-beta: rules-1}}}}
         models:
           - name: claude
             channels: [{{provider: claude, model: claude-sonnet-4-5}}]
+          - name: claude-next
+            channels: [{{provider: claude-next, model: claude-sonnet-4-5}}]
         """)
     yield running
     running.stop()
 
 
-def hello(**fields: object) -> dict[str, object]:
-    return {"model": "claude", "messages": [{"role": "user", "content": "Hi"}], **fields}
+def hello(model: str = "claude", **fields: object) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": "Hi"}], **fields}
 
 
 @pytest.mark.parametrize(("status", "kind", "seen", "code", "no_retry"), [
@@ -97,3 +101,12 @@ def test_gif_and_webp_data_urls_go_as_base64_images(gateway, claude):
         {"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": GIF}},
         {"type": "image", "source": {"type": "base64", "media_type": "image/webp",
                                      "data": WEBP}}]
+
+
+def test_the_providers_headers_override_the_api_version(gateway, claude):
+    assert gateway.post(hello()).status_code == 200
+    assert claude.last().headers["anthropic-version"] == "2023-06-01"
+    assert gateway.post(hello(model="claude-next")).status_code == 200
+    sent = claude.last().headers
+    assert sent.getall("anthropic-version") == ["2099-01-01"]  # replaced, not sent twice
+    assert sent["anthropic-beta"] == "rules-1"
