@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
 
-from tests.conftest import Gateway
+from tests.conftest import ADMIN_KEY, Gateway
 
 HELLO = [{"role": "user", "content": "hello"}]
 TRIALS = 3
@@ -22,11 +22,11 @@ def create_key(gateway: Gateway, name: str, *args: str) -> str:
 
 
 def test_the_x_api_key_header_authenticates(gateway):
-    secret = create_key(gateway, "x-api-key-user")
+    secret = ADMIN_KEY
     body = {"model": "fake-model", "messages": HELLO}
     response = gateway.post(body, key=None, headers={"x-api-key": secret})
     assert response.status_code == 200
-    assert gateway.wait_row(response.headers["x-request-id"])["key_name"] == "x-api-key-user"
+    assert gateway.wait_row(response.headers["x-request-id"])["key_name"] == "admin"
     models = httpx.get(gateway.base_url + "/v1/models", headers={"x-api-key": secret}, timeout=10)
     assert models.status_code == 200
     refused = gateway.post(body, key=None, headers={"x-api-key": secret + "x"})
