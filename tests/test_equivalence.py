@@ -93,7 +93,9 @@ def test_a_tool_calling_round_trip(gateway, model, stream):
     [call] = choice.message.tool_calls
     assert call.id and call.type == "function" and call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Paris"}
-    messages += [{"role": "assistant", "tool_calls": [call.model_dump(exclude_none=True)]},
+    # The call as the API's request types have it: a streamed call also carries its `index`.
+    sent = call.model_dump(exclude_none=True, include={"id", "type", "function"})
+    messages += [{"role": "assistant", "tool_calls": [sent]},
                  {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"}]
     final = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL])
     assert final.choices[0].message.content == FINAL_ANSWER

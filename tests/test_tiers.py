@@ -15,6 +15,10 @@ from tests.conftest import ADMIN_KEY, Gateway, started_gateway, wait_until
 from tests.fakes.openai_upstream import REPLY, FakeOpenAI
 
 HELLO = [{"role": "user", "content": "Say hello"}]
+# An unmeasured channel's time to answer before a ludicrous request hedges: long enough that a
+# quick answer never needs a hedge on a loaded machine, short enough to keep the hedges quick.
+HEDGE_DEFAULT_S = 1.5
+COOLDOWN_S = 2.0
 
 
 def gateway_with(directory: Path, upstream: FakeOpenAI, models: str, routing: str = "") -> Gateway:
@@ -53,11 +57,23 @@ def tiered(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> It
             channels:
               - {provider: fake, model: spill-first, max_concurrency: 1, priority: 0}
               - {provider: fake, model: spill-second, priority: 1}
-        """, routing="hedge_default_ms: 300")
-    upstream.standing.update({"tortoise": "@stall 0.4", "hedge-tortoise": "@stall 5",
-                              "one-at-a-time": "@stall 0.8", "spill-first": "@stall 0.8"})
+          - name: p90
+            channels:
+              - {provider: fake, model: p90-backup, priority: 0}
+              - {provider: fake, model: p90-quick, priority: 1}
+          - name: priced-trio
+            channels:
+              - {provider: priced, model: gpt-4o, priority: 0}
+              - {provider: priced, model: gpt-4.1-nano, priority: 1}
+              - {provider: priced, model: gpt-4o-mini, priority: 2}
+        """, routing=f"hedge_default_ms: {int(HEDGE_DEFAULT_S * 1000)}")
+    standing = {"tortoise": "@stall 0.4", "hedge-tortoise": "@stall 30",
+                "p90-backup": "@stall 0.3"}
+    upstream.standing.update(standing)
     yield running
     running.stop()
+    for model in (*standing, "p90-quick"):
+        upstream.standing.pop(model, None)
 
 
 def ask(gateway: Gateway, model: str, tier: str | None = None, key: str = ADMIN_KEY,
@@ -117,7 +133,10 @@ def test_a_key_has_a_default_tier_and_a_cap(tiered):
 
 
 def test_ludicrous_hedges_and_bills_only_the_winner(tiered, upstream):
+    started = time.monotonic()
     raw = ask(tiered, "hedged", tier="ludicrous", user="hedge-1")
+    # Unmeasured, the first channel had routing.hedge_default_ms before the second started.
+    assert time.monotonic() - started >= HEDGE_DEFAULT_S
     assert raw.parse().choices[0].message.content == REPLY
     assert raw.headers["x-tokenmux-channel"] == "fake/hedge-hare"
     assert raw.headers["x-tokenmux-attempts"] == "2"
@@ -147,68 +166,138 @@ def test_a_hedged_stream_relays_the_winner_alone(tiered, upstream):
 
 def test_a_quick_first_channel_is_not_hedged(tiered, upstream):
     raw = ask(tiered, "unmeasured", tier="ludicrous", user="no-hedge")
-    # Unmeasured, the channel has the configured 300 ms to answer; it needs a few.
+    # Unmeasured, the channel has the configured 1.5 s to answer; it needs a few ms.
     assert raw.headers["x-tokenmux-attempts"] == "1"
     assert [r.body["model"] for r in upstream.received if r.body.get("user") == "no-hedge"] == [
         "fresh-a"]
 
 
 def test_a_saturated_channel_admits_by_tier_then_deadline(tiered, upstream):
-    async def scenario() -> list[str]:
-        client = tiered.async_client(timeout=30)
-        finished: list[str] = []
+    # Each request is held at the upstream until the test lets it go, so the channel's one
+    # slot passes from request to request only on the test's word, and the order in which the
+    # upstream sees them is the order of admission.
+    def admitted() -> list[str]:
+        return [r.body["user"] for r in upstream.received
+                if r.body.get("model") == "one-at-a-time" and r.body["user"].startswith("q-")]
+
+    async def scenario() -> None:
+        client = tiered.async_client(timeout=60)
 
         async def one(name: str, tier: str, timeout_ms: int = 60_000) -> None:
             raw = await client.chat.completions.with_raw_response.create(
-                model="gated", messages=HELLO, user=name,
-                extra_headers={"X-Tier": tier, "X-Timeout": str(timeout_ms)})
+                model="gated", messages=[{"role": "user", "content": f"@hold {name}"}],
+                user=name, extra_headers={"X-Tier": tier, "X-Timeout": str(timeout_ms)})
             assert raw.headers["x-tokenmux-tier"] == tier
-            finished.append(name)
 
-        holder = asyncio.create_task(one("holder", "medium"))
-        await asyncio.sleep(0.3)  # the holder has the only slot; the rest queue behind it
-        queued = [asyncio.create_task(one("slow", "slow"))]
-        await asyncio.sleep(0.1)
-        queued.append(asyncio.create_task(one("medium-late", "medium", 50_000)))
-        await asyncio.sleep(0.1)
-        queued.append(asyncio.create_task(one("fast", "fast")))
-        await asyncio.sleep(0.1)
-        queued.append(asyncio.create_task(one("medium-urgent", "medium", 20_000)))
-        await asyncio.gather(holder, *queued)
+        async def until(predicate) -> None:  # type: ignore[no-untyped-def]
+            deadline = time.monotonic() + 20
+            while not predicate():
+                assert time.monotonic() < deadline, admitted()
+                await asyncio.sleep(0.02)
+
+        tasks = [asyncio.create_task(one("q-holder", "medium"))]
+        await until(lambda: admitted() == ["q-holder"])  # the holder has the only slot
+        # Arrival order does not matter (tier, then the nearer deadline, decides); the nearer
+        # deadline comes last all the same, and ludicrous after fast.
+        for name, tier, timeout_ms in [("q-slow", "slow", 60_000),
+                                       ("q-medium-late", "medium", 50_000),
+                                       ("q-fast", "fast", 60_000),
+                                       ("q-ludicrous", "ludicrous", 60_000),
+                                       ("q-medium-urgent", "medium", 20_000)]:
+            tasks.append(asyncio.create_task(one(name, tier, timeout_ms)))
+        await asyncio.sleep(1.5)  # for the five to reach the queue: a wide margin on loopback
+        assert admitted() == ["q-holder"]  # they all wait
+        for count in range(2, 7):
+            upstream.release(admitted()[-1])
+            await until(lambda count=count: len(admitted()) == count)
+        upstream.release(admitted()[-1])
+        await asyncio.gather(*tasks)
         await client.close()
-        return finished
 
-    finished = asyncio.run(scenario())
+    asyncio.run(scenario())
     # Tier first; within a tier the nearer deadline, though it arrived last.
-    assert finished == ["holder", "fast", "medium-urgent", "medium-late", "slow"]
-    order = [r.body["user"] for r in upstream.received if r.body.get("model") == "one-at-a-time"]
-    assert order[-5:] == finished
-    assert wait_until(lambda: len(tiered.rows(model="gated")) == 5)
+    assert admitted() == ["q-holder", "q-ludicrous", "q-fast", "q-medium-urgent",
+                          "q-medium-late", "q-slow"]
+    assert wait_until(lambda: len(tiered.rows(model="gated")) == 6)
     rows = {r["end_user"]: r for r in tiered.rows(model="gated")}
-    assert rows["holder"]["queue_ms"] < 200
-    assert rows["slow"]["queue_ms"] >= 4 * 700  # waited out four others of 0.8 s each
-    assert rows["fast"]["queue_ms"] >= 150  # arrived 0.5 s into the holder's 0.8 s
+    assert rows["q-holder"]["queue_ms"] < 200
+    assert all(rows[name]["queue_ms"] >= 1000 for name in admitted()[1:])  # the 1.5 s at least
+    assert rows["q-slow"]["queue_ms"] > rows["q-ludicrous"]["queue_ms"]
 
 
-def test_a_saturated_channel_spills_over_unless_the_tier_is_slow(tiered):
+def test_a_saturated_channel_spills_over_unless_the_tier_is_slow(tiered, upstream):
+    def seen(user: str) -> list[str]:
+        return [r.body["model"] for r in upstream.received if r.body.get("user") == user]
+
     async def scenario() -> dict[str, str]:
-        client = tiered.async_client(timeout=30)
+        client = tiered.async_client(timeout=60)
 
-        async def one(name: str, tier: str) -> tuple[str, str]:
+        async def one(name: str, tier: str, text: str = "hello") -> tuple[str, str]:
             raw = await client.chat.completions.with_raw_response.create(
-                model="spill", messages=HELLO, user=name, extra_headers={"X-Tier": tier})
+                model="spill", messages=[{"role": "user", "content": text}], user=name,
+                extra_headers={"X-Tier": tier})
             return name, raw.headers["x-tokenmux-channel"]
 
-        holder = asyncio.create_task(one("holder", "medium"))
-        await asyncio.sleep(0.3)
-        others = await asyncio.gather(one("medium", "medium"), one("slow", "slow"))
-        served = dict([await holder, *others])
+        holder = asyncio.create_task(one("spill-holder", "medium", "@hold spill-holder"))
+        deadline = time.monotonic() + 20
+        while not seen("spill-holder"):  # the holder has spill-first's only slot
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        medium = await one("spill-medium", "medium")  # spills over at once
+        slow = asyncio.create_task(one("spill-slow", "slow"))
+        await asyncio.sleep(1.0)  # for it to reach the queue
+        assert seen("spill-slow") == []  # it waits for the full channel instead
+        upstream.release("spill-holder")
+        served = dict([await holder, medium, await slow])
         await client.close()
         return served
 
     served = asyncio.run(scenario())
-    assert served == {"holder": "fake/spill-first", "medium": "fake/spill-second",
-                      "slow": "fake/spill-first"}
+    assert served == {"spill-holder": "fake/spill-first", "spill-medium": "fake/spill-second",
+                      "spill-slow": "fake/spill-first"}
+
+
+def test_ludicrous_hedges_at_the_channels_p90_once_it_has_three_answers(tiered, upstream):
+    def timed(tier: str) -> tuple[float, object]:
+        started = time.monotonic()
+        raw = ask(tiered, "p90", tier=tier)
+        return time.monotonic() - started, raw
+
+    # The backup (priority 0, 0.3 s an answer) is measured by a medium request, the quick one
+    # by two fast ones (never measured, it is tried first; then it is the faster).
+    assert timed("medium")[1].headers["x-tokenmux-channel"] == "fake/p90-backup"
+    for _ in range(2):
+        assert timed("fast")[1].headers["x-tokenmux-channel"] == "fake/p90-quick"
+    try:
+        # Two answers on record are not enough: the hedge waits routing.hedge_default_ms.
+        upstream.standing["p90-quick"] = "@hold p90-quick"
+        elapsed, raw = timed("ludicrous")
+        assert raw.headers["x-tokenmux-channel"] == "fake/p90-backup"
+        assert raw.headers["x-tokenmux-attempts"] == "2"
+        assert elapsed >= HEDGE_DEFAULT_S
+        del upstream.standing["p90-quick"]
+        assert timed("fast")[1].headers["x-tokenmux-channel"] == "fake/p90-quick"  # the third
+        # Now the hedge starts at the quick channel's 90th percentile, a few ms: the backup
+        # answers in its 0.3 s, far sooner than the default 1.5 s and the 0.3 s after it.
+        upstream.standing["p90-quick"] = "@hold p90-quick"
+        elapsed, raw = timed("ludicrous")
+        assert raw.headers["x-tokenmux-channel"] == "fake/p90-backup"
+        assert raw.headers["x-tokenmux-attempts"] == "2"
+        assert 0.3 <= elapsed < HEDGE_DEFAULT_S
+    finally:
+        upstream.standing.pop("p90-quick", None)
+        upstream.release("p90-quick")
+
+
+def test_slow_tries_the_channels_from_the_cheapest_up(tiered, upstream):
+    for tier, expected in [("slow", ["gpt-4.1-nano", "gpt-4o-mini", "gpt-4o"]),
+                           ("medium", ["gpt-4o", "gpt-4.1-nano", "gpt-4o-mini"])]:
+        response = tiered.post({"model": "priced-trio", "user": f"trio-{tier}",
+                                "messages": [{"role": "user", "content": "@fail 500"}]},
+                               headers={"X-Tier": tier})
+        assert response.status_code == 502  # every channel failed, each tried once
+        assert [r.body["model"] for r in upstream.received
+                if r.body.get("user") == f"trio-{tier}"] == expected
 
 
 @pytest.fixture
@@ -219,43 +308,58 @@ def breaker(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[Gateway]:
             channels:
               - {provider: fake, model: flaky, priority: 0}
               - {provider: fake, model: steady, priority: 1}
-        """, routing="breaker: {failures: 2, cooldown_ms: 1500}")
+        """, routing=f"breaker: {{failures: 2, cooldown_ms: {int(COOLDOWN_S * 1000)}}}")
     yield running
     running.stop()
     upstream.standing.pop("flaky", None)
 
 
-def test_a_failing_channel_cools_down_and_is_probed_back_in(breaker, upstream):
-    upstream.standing["flaky"] = "@fail 503"
+def flaky_times(upstream: FakeOpenAI) -> list[float]:
+    return [r.at for r in upstream.received if r.body.get("model") == "flaky"]
 
-    def flaky_calls() -> int:
-        return sum(1 for r in upstream.received if r.body.get("model") == "flaky")
 
-    before = flaky_calls()
-    for _ in range(2):  # two failures in a row open the breaker; each request still succeeds
+def open_the_breaker(breaker: Gateway, upstream: FakeOpenAI, command: str) -> float:
+    """Two failures in a row; returns when the upstream saw the second."""
+    upstream.standing["flaky"] = command
+    before = len(flaky_times(upstream))
+    for _ in range(2):  # each request still succeeds, on the other channel
         raw = ask(breaker, "flaky-pair")
         assert raw.headers["x-tokenmux-channel"] == "fake/steady"
         assert raw.headers["x-tokenmux-attempts"] == "2"
-    assert flaky_calls() == before + 2
-    for _ in range(3):  # cooling down: skipped while the other is healthy
+    assert len(flaky_times(upstream)) == before + 2
+    return flaky_times(upstream)[-1]
+
+
+def test_a_failing_channel_cools_down_and_is_probed_back_in(breaker, upstream):
+    opened = open_the_breaker(breaker, upstream, "@fail 503")
+    upstream.standing.pop("flaky")  # it recovers, but nobody asks it until the cooldown ends
+    cooling: list[str] = []
+    deadline = time.monotonic() + 20
+    while True:
         raw = ask(breaker, "flaky-pair")
-        assert raw.headers["x-tokenmux-attempts"] == "1"
-    assert flaky_calls() == before + 2
-    upstream.standing.pop("flaky")  # it recovers
-    time.sleep(1.7)
-    raw = ask(breaker, "flaky-pair")  # the probe, a real request, succeeds: back in rotation
-    assert raw.headers["x-tokenmux-channel"] == "fake/flaky"
-    assert ask(breaker, "flaky-pair").headers["x-tokenmux-channel"] == "fake/flaky"
+        if raw.headers["x-tokenmux-channel"] == "fake/flaky":
+            break  # the probe, a real request, succeeded
+        assert raw.headers["x-tokenmux-attempts"] == "1"  # skipped, not tried and failed over
+        cooling.append(raw.headers["x-request-id"])
+        assert time.monotonic() < deadline, "no probe within 20 s"
+        time.sleep(0.05)
+    assert cooling  # requests came during the cooldown, and none went to the channel
+    assert flaky_times(upstream)[-1] - opened >= COOLDOWN_S
+    assert ask(breaker, "flaky-pair").headers["x-tokenmux-channel"] == "fake/flaky"  # back in
 
 
 def test_a_failed_probe_cools_the_channel_down_again(breaker, upstream):
-    upstream.standing["flaky"] = "@fail 500"
-    for _ in range(2):
-        ask(breaker, "flaky-pair")
-    time.sleep(1.7)
-    probe = ask(breaker, "flaky-pair")  # the probe fails over, unseen
+    opened = open_the_breaker(breaker, upstream, "@fail 500")
+    calls = len(flaky_times(upstream))
+    deadline = time.monotonic() + 20
+    while len(flaky_times(upstream)) == calls:
+        probe = ask(breaker, "flaky-pair")  # until one is the probe; it fails over, unseen
+        assert probe.status_code == 200
+        assert time.monotonic() < deadline, "no probe within 20 s"
+        time.sleep(0.05)
     assert probe.headers["x-tokenmux-attempts"] == "2"
-    assert ask(breaker, "flaky-pair").headers["x-tokenmux-attempts"] == "1"
+    assert flaky_times(upstream)[-1] - opened >= COOLDOWN_S
+    assert ask(breaker, "flaky-pair").headers["x-tokenmux-attempts"] == "1"  # cooling again
 
 
 def test_a_fallback_has_its_own_timeout(tmp_path, upstream):

@@ -21,6 +21,8 @@ It answers like OpenAI unless the last user message starts with a command:
                       chunk at all), then a `data:` line of BYTES bytes that never ends, then
                       end the body
     @stallafter N SECONDS  (stream) send N content chunks, then wait SECONDS before the rest
+    @hold NAME        wait until the test calls `release(NAME)` (a control route), then answer
+    @usage P C K      report P prompt tokens (K of them read from the cache) and C completion
 
 After a tool result (the last message has role `tool`) it answers FINAL_ANSWER.
 
@@ -29,6 +31,11 @@ that carries none, until the test changes it: a channel that keeps failing, or r
 
 Every request is recorded (path, headers, JSON body), and so is every stream the client
 abandoned, so tests can assert what went upstream and what the gateway did to it.
+
+Every request body is validated against the `openai` package's own `CompletionCreateParams`
+(no unknown field below the top level, every value of its type); one that fails gets a 400
+naming what failed, and the reason is kept in `rejected`. Unknown top-level fields are let
+through, as OpenAI-compatible servers take their own extensions there (`top_k`, …).
 """
 
 from __future__ import annotations
@@ -38,13 +45,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2 as httpx
 import orjson
 from aiohttp import web
+from openai.types.chat.completion_create_params import (
+    CompletionCreateParamsNonStreaming,
+    CompletionCreateParamsStreaming,
+)
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from tests.fakes.server import LoopbackServer, Received
 
 REPLY = "Hello from the fake upstream, here to help"
 FINAL_ANSWER = "It is sunny in Paris"
+_STRICT = ConfigDict(extra="forbid")
+# Wrapped in a tuple so that the strict config reaches every nested TypedDict.
+_REQUEST = TypeAdapter(tuple[CompletionCreateParamsNonStreaming], config=_STRICT)
+_STREAM_REQUEST = TypeAdapter(tuple[CompletionCreateParamsStreaming], config=_STRICT)
+_KNOWN = frozenset(CompletionCreateParamsNonStreaming.__annotations__) | frozenset(
+    CompletionCreateParamsStreaming.__annotations__)
 
 
 @dataclass
@@ -55,6 +74,8 @@ class FakeOpenAI(LoopbackServer):
     # The `user` of requests whose client left: streams cut short, stalls never waited out.
     abandoned: list[str] = field(default_factory=list)
     standing: dict[str, str] = field(default_factory=dict)  # upstream model → command
+    rejected: list[str] = field(default_factory=list)  # why requests failed the SDK's types
+    _holds: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -62,18 +83,44 @@ class FakeOpenAI(LoopbackServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/control/release/{name}", self._release)
+
+    def release(self, name: str) -> None:
+        """Lets every request held by `@hold NAME` answer, now and from now on."""
+        url = f"http://{self.host}:{self.port}/control/release/{name}"
+        httpx.post(url, timeout=10).raise_for_status()
+
+    def hold(self, name: str) -> None:
+        """Makes `@hold NAME` hold again after a release."""
+        self._loop.call_soon_threadsafe(self._hold(name).clear)
+
+    def _hold(self, name: str) -> asyncio.Event:
+        return self._holds.setdefault(name, asyncio.Event())
+
+    async def _release(self, request: web.Request) -> web.Response:
+        self._hold(request.match_info["name"]).set()
+        return web.json_response({"released": request.match_info["name"]})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = (await self.record(request)).body
+        problem = _invalid(body)
+        if problem:
+            self.rejected.append(problem)
+            return web.json_response({"error": {"message": problem, "type":
+                                                "invalid_request_error", "param": None,
+                                                "code": "fake_invalid_request"}}, status=400)
         text = _last_user_text(body)
         if not text.startswith("@"):
             text = self.standing.get(body.get("model", ""), "")
         command, _, arg = text.partition(" ") if text.startswith("@") else ("", "", "")
         if (body.get("messages") or [{}])[-1].get("role") == "tool":
             command, arg = "@tool-results", ""
-        if command == "@stall":
+        if command in ("@stall", "@hold"):
             try:
-                await asyncio.sleep(float(arg))
+                if command == "@hold":
+                    await self._hold(arg).wait()
+                else:
+                    await asyncio.sleep(float(arg))
             except asyncio.CancelledError:
                 self.abandoned.append(str(body.get("user")))
                 raise
@@ -190,7 +237,8 @@ class FakeOpenAI(LoopbackServer):
             await send({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
                         "finish_reason": reason}]})
             if include_usage and command != "@nousage":
-                await send({**base, "choices": [], "usage": _usage(body, len(words))})
+                await send({**base, "choices": [],
+                            "usage": _usage(body, len(words), command, arg)})
             await response.write(b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             self.abandoned.append(str(body.get("user")))
@@ -219,11 +267,34 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def _usage(body: dict[str, Any], completion: int) -> dict[str, Any]:
-    prompt = 11 * len(body.get("messages") or [])
+def _invalid(body: dict[str, Any]) -> str | None:
+    schema = _STREAM_REQUEST if body.get("stream") else _REQUEST
+    try:
+        _drain(schema.validate_python(({k: v for k, v in body.items() if k in _KNOWN},)))
+    except ValidationError as exc:
+        # A union reports every branch it tried; the first few say enough.
+        return "invalid request: " + "; ".join(
+            f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors()[:3])
+    return None
+
+
+def _drain(value: Any) -> Any:
+    # The SDK's types hold iterables, which pydantic validates only as they are consumed.
+    if isinstance(value, dict):
+        return {k: _drain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple) or hasattr(value, "__next__"):
+        return [_drain(v) for v in value]
+    return value
+
+
+def _usage(body: dict[str, Any], completion: int, command: str = "",
+           arg: str = "") -> dict[str, Any]:
+    prompt, cached = 11 * len(body.get("messages") or []), 0
+    if command == "@usage":
+        prompt, completion, cached = (int(n) for n in arg.split())
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
 
 
@@ -244,5 +315,5 @@ def _completion(body: dict[str, Any], command: str, arg: str) -> dict[str, Any]:
         "service_tier": "default",
     }
     if command != "@nousage":
-        answer["usage"] = _usage(body, len(words) * n)
+        answer["usage"] = _usage(body, len(words) * n, command, arg)
     return answer

@@ -1,0 +1,89 @@
+"""Keys and limits as a client and an operator see them: the `x-api-key` header, `keys list
+--json`, revocation by id reaching a running gateway within its half-second poll, and the
+rate limit's `Retry-After` (whole seconds, rounded up) with its exact `retry-after-ms`."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx2 as httpx
+
+from tests.conftest import ADMIN_KEY, Gateway
+
+HELLO = [{"role": "user", "content": "hello"}]
+TRIALS = 3
+
+
+def create_key(gateway: Gateway, name: str, *args: str) -> str:
+    return gateway.cli("keys", "create", "--name", name, *args).stdout.strip().splitlines()[-1]
+
+
+def test_the_x_api_key_header_authenticates(gateway):
+    secret = ADMIN_KEY
+    body = {"model": "fake-model", "messages": HELLO}
+    response = gateway.post(body, key=None, headers={"x-api-key": secret})
+    assert response.status_code == 200
+    assert gateway.wait_row(response.headers["x-request-id"])["key_name"] == "admin"
+    models = httpx.get(gateway.base_url + "/v1/models", headers={"x-api-key": secret}, timeout=10)
+    assert models.status_code == 200
+    refused = gateway.post(body, key=None, headers={"x-api-key": secret + "x"})
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_keys_list_json_and_revocation_by_id_reach_a_running_gateway_within_its_poll(gateway):
+    names = [f"revoked-{i}" for i in range(TRIALS)]
+    with ThreadPoolExecutor(TRIALS) as pool:  # one CLI process each, at once
+        secrets = dict(zip(pool.map(lambda n: create_key(gateway, n, "--rpm", "100"), names),
+                           names, strict=True))
+    listed = json.loads(gateway.cli("keys", "list", "--json").stdout)
+    by_name = {entry["name"]: entry for entry in listed}
+    for secret, name in secrets.items():
+        entry = by_name[name]
+        assert set(entry) == {"id", "name", "prefix", "is_admin", "rpm", "tpm", "tier",
+                              "max_tier", "created_at", "revoked_at"}
+        assert (entry["rpm"], entry["tpm"], entry["is_admin"], entry["revoked_at"]) == (
+            100, None, False, None)
+        assert secret.startswith(entry["prefix"]) and secret not in json.dumps(listed)
+    body = {"model": "fake-model", "messages": HELLO}
+    delays = []
+    for secret, name in secrets.items():
+        assert gateway.post(body, key=secret).status_code == 200  # live, and now cached
+        gateway.cli("keys", "revoke", by_name[name]["id"])
+        revoked = time.monotonic()
+        while gateway.post(body, key=secret).status_code == 200:
+            assert time.monotonic() - revoked < 10, "a revoked key was still served after 10 s"
+            time.sleep(0.05)
+        delays.append(time.monotonic() - revoked)
+        response = gateway.post(body, key=secret)
+        assert (response.status_code, response.json()["error"]["code"]) == (401,
+                                                                            "invalid_api_key")
+    # The table is polled every 0.5 s. Each revocation after the first starts the moment the
+    # previous one was seen, that is just after a poll, and its CLI takes about a second: a
+    # poll every few seconds, or a cache kept that long, would leave it served for seconds.
+    assert max(delays) < 2.0, delays
+
+
+def test_retry_after_is_the_exact_wait_rounded_up_to_whole_seconds(gateway):
+    secret = create_key(gateway, "seven-a-minute", "--rpm", "7")
+    body = {"model": "tokenmux/echo", "messages": HELLO}
+    started = time.monotonic()
+    for _ in range(7):
+        assert gateway.post(body, key=secret).status_code == 200
+    # A pause puts the wait's fraction of a second below a half (8.571 s less about 0.3 s
+    # gone), where rounding up and rounding to the nearest second disagree.
+    time.sleep(0.25)
+    refused = gateway.post(body, key=secret)
+    burst = time.monotonic() - started
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert (error["code"], error["type"]) == ("rate_limit_exceeded", "requests")
+    wait_ms = int(refused.headers["retry-after-ms"])
+    # 7 a minute: one every 60/7 = 8.571 s, less what refilled during the burst.
+    assert 60_000 / 7 - burst * 1000 - 50 <= wait_ms <= math.ceil(60_000 / 7)
+    assert refused.headers["retry-after"] == str(math.ceil(wait_ms / 1000))
+    if burst < 0.55:  # the usual case: 8.0-8.3 s is "9", never a rounded "8"
+        assert refused.headers["retry-after"] == "9"
