@@ -32,7 +32,12 @@ def readme_rows() -> dict[str, list[str]]:
     found = {}
     for marker, name in TABLES.items():
         start = next(i for i, line in enumerate(lines) if line.startswith(marker))
-        found[name] = [row[0].replace("`", "") for row in table_rows(lines, start)]
+        rows = table_rows(lines, start)
+        firsts = [row[0] for row in rows]
+        # A row is named by its first cell, and by its last one too where the first repeats
+        # (the Errors table has three 503s, told apart by their codes).
+        found[name] = [(row[0] if firsts.count(row[0]) == 1 else f"{row[0]} {row[-1]}")
+                       .replace("`", "") for row in rows]
     return found
 
 
