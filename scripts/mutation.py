@@ -28,6 +28,7 @@ import math
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -216,8 +217,18 @@ def _exec(path: Path, session: Path, work: Path, budget: float | None) -> None:
 def _run(*command: str, timeout: float | None = None) -> None:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     executable = str(ROOT / ".venv" / "bin" / command[0])
-    subprocess.run([executable, *command[1:]], cwd=ROOT, env=env, check=True,
-                   timeout=timeout, stdout=subprocess.DEVNULL)
+    # A session of its own, so that running out of time stops the tests and the gateways they
+    # started along with cosmic-ray.
+    process = subprocess.Popen([executable, *command[1:]], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        code = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    if code != 0:
+        raise subprocess.CalledProcessError(code, command)
 
 
 def _read(path: Path, session: Path) -> Outcome:
