@@ -181,12 +181,16 @@ def test_parallel_tool_calls_stream_with_dense_indexes(client, claude):
         (0, "toolu_fakeA", "get_weather"), (1, "toolu_fakeB", "get_time")]
     with client.chat.completions.stream(model="claude-sonnet-4-5", messages=user("@calls2"),
                                         tools=tools, parallel_tool_calls=False) as stream:
+        one = stream.get_final_completion().choices[0].message
+    assert [c.function.name for c in one.tool_calls] == ["get_weather"]  # told so, Claude obeys
+    assert claude.last().body["tool_choice"] == {"type": "auto",
+                                                 "disable_parallel_tool_use": True}
+    with client.chat.completions.stream(model="claude-sonnet-4-5", messages=user("@calls2"),
+                                        tools=tools) as stream:
         message = stream.get_final_completion().choices[0].message
     assert message.content == "Let me look both up."
     assert [json.loads(c.function.arguments) for c in message.tool_calls] == [
         {"city": "Paris"}, {"city": "Paris", "format": "24h"}]
-    assert claude.last().body["tool_choice"] == {"type": "auto",
-                                                 "disable_parallel_tool_use": True}
     # Both results answered in one user turn, as the API requires.
     calls = [c.model_dump(exclude_none=True) for c in message.tool_calls]
     final = client.chat.completions.create(model="claude-sonnet-4-5", tools=tools, messages=[

@@ -13,7 +13,8 @@ The last user text may be a command:
 
     @fail STATUS [TYPE]   answer STATUS with an Anthropic error body (429 sends Retry-After: 1)
     @call NAME JSON       call tool NAME with input JSON (streamed as several JSON fragments)
-    @calls2               a sentence, then two tool calls at once
+    @calls2               a sentence, then two tool calls at once (one under
+                          `disable_parallel_tool_use`)
     @maxtokens            stop for max_tokens
     @refusal              stop for refusal
     @cached               report cache reads and writes in the usage
@@ -182,11 +183,15 @@ def _answer(body: dict[str, Any], command: str, arg: str) -> tuple[list[dict[str
         return [{"type": "tool_use", "id": "toolu_fake01", "name": name,
                  "input": orjson.loads(raw or "{}")}], "tool_use"
     if command == "@calls2":
-        return [{"type": "text", "text": "Let me look both up."},
-                {"type": "tool_use", "id": "toolu_fakeA", "name": "get_weather",
-                 "input": {"city": "Paris"}},
-                {"type": "tool_use", "id": "toolu_fakeB", "name": "get_time",
-                 "input": {"city": "Paris", "format": "24h"}}], "tool_use"
+        blocks = [{"type": "text", "text": "Let me look both up."},
+                  {"type": "tool_use", "id": "toolu_fakeA", "name": "get_weather",
+                   "input": {"city": "Paris"}},
+                  {"type": "tool_use", "id": "toolu_fakeB", "name": "get_time",
+                   "input": {"city": "Paris", "format": "24h"}}]
+        # As the API does: told so, the model calls one tool at most.
+        if (body.get("tool_choice") or {}).get("disable_parallel_tool_use"):
+            blocks = blocks[:2]
+        return blocks, "tool_use"
     if command == "@tool-results":
         return [{"type": "text", "text": FINAL_ANSWER}], "end_turn"
     if command == "@maxtokens":
