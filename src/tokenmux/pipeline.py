@@ -27,7 +27,15 @@ from tokenmux.ids import unique
 from tokenmux.ledger import UsageRow
 from tokenmux.ledger.row import CHECKPOINT_SOURCE, INTERRUPTED, INTERRUPTED_STATUS
 from tokenmux.limits import Reservation, Slot
-from tokenmux.providers.base import Call, ChunkStream, Provider, StreamState, Usage, counted_usage
+from tokenmux.providers.base import (
+    Call,
+    ChunkStream,
+    Completion,
+    Provider,
+    StreamState,
+    Usage,
+    counted_usage,
+)
 from tokenmux.routing import Route
 from tokenmux.routing.params import dropped, keep_first_tool_call
 from tokenmux.routing.plan import plan
@@ -127,15 +135,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
                 lambda route, limit: gw.providers[route.provider].complete(call(route, limit)),
                 limits_itself=True)
             outcome.usage = completion.usage
-            headers = _served_by(outcome.attempts)
-            route = outcome.attempts.route
-            assert route is not None
-            if not strict:
-                _note_dropped(dropped(chat.body, route.drop), outcome, headers)
-            if route.trims_tool_calls and chat.body.get("parallel_tool_calls") is False and (
-                    trimmed := keep_first_tool_call(completion.body)):
-                headers["X-TokenMux-Trimmed-Tool-Calls"] = str(trimmed)
-            return Answer(completion.body, headers)
+            return Answer(completion.body, _answered_by(outcome, chat, completion, strict))
         opened = await attempt_in_turn(
             routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
             lambda route, _: _open(gw.providers[route.provider], call(route)), _OpenStream.close)
@@ -179,10 +179,20 @@ def _strict(header: str) -> bool:
     return value == "true"
 
 
-def _note_dropped(names: tuple[str, ...], outcome: _Outcome, headers: dict[str, str]) -> None:
-    if names:
+def _answered_by(outcome: _Outcome, request: ChatRequest, completion: Completion,
+                 strict: bool) -> dict[str, str]:
+    """A JSON answer's headers: the channel's, and what the parameter policy left out."""
+    headers = _served_by(outcome.attempts)
+    route = outcome.attempts.route
+    assert route is not None
+    if not strict and (names := dropped(request.body, route.drop)):
         outcome.dropped = names
         headers["X-TokenMux-Dropped-Params"] = ",".join(names)
+    # `parallel_tool_calls: false` where the API cannot be told: the first call is kept.
+    if route.trims_tool_calls and request.body.get("parallel_tool_calls") is False and (
+            trimmed := keep_first_tool_call(completion.body)):
+        headers["X-TokenMux-Trimmed-Tool-Calls"] = str(trimmed)
+    return headers
 
 
 def _served_by(attempts: Attempts) -> dict[str, str]:
