@@ -73,7 +73,7 @@ def test_a_plain_completion(client, claude):
     assert sent.body == {"model": "claude-sonnet-4-5", "max_tokens": 4096,
                          "messages": [{"role": "user", "content": [
                              {"type": "text", "text": "Say hello"}]}]}
-    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.headers["anthropic-version"] == "2026-10-21"
     assert ADMIN_KEY not in str(sent.headers)  # the client's key never goes upstream
 
 
@@ -181,12 +181,16 @@ def test_parallel_tool_calls_stream_with_dense_indexes(client, claude):
         (0, "toolu_fakeA", "get_weather"), (1, "toolu_fakeB", "get_time")]
     with client.chat.completions.stream(model="claude-sonnet-4-5", messages=user("@calls2"),
                                         tools=tools, parallel_tool_calls=False) as stream:
+        one = stream.get_final_completion().choices[0].message
+    assert [c.function.name for c in one.tool_calls] == ["get_weather"]  # told so, Claude obeys
+    assert claude.last().body["tool_choice"] == {"type": "auto",
+                                                 "disable_parallel_tool_use": True}
+    with client.chat.completions.stream(model="claude-sonnet-4-5", messages=user("@calls2"),
+                                        tools=tools) as stream:
         message = stream.get_final_completion().choices[0].message
     assert message.content == "Let me look both up."
     assert [json.loads(c.function.arguments) for c in message.tool_calls] == [
         {"city": "Paris"}, {"city": "Paris", "format": "24h"}]
-    assert claude.last().body["tool_choice"] == {"type": "auto",
-                                                 "disable_parallel_tool_use": True}
     # Both results answered in one user turn, as the API requires.
     calls = [c.model_dump(exclude_none=True) for c in message.tool_calls]
     final = client.chat.completions.create(model="claude-sonnet-4-5", tools=tools, messages=[
@@ -232,9 +236,9 @@ def test_stop_and_max_tokens(client, claude):
     assert caught.value.param == "stop"
 
 
+# Sampling hints are dropped, not refused (tests/test_param_policy.py).
 @pytest.mark.parametrize(("field", "value"), [
-    ("temperature", 0.2), ("top_p", 0.5), ("presence_penalty", 0.5), ("logprobs", True),
-    ("seed", 7), ("logit_bias", {"50256": -100}), ("reasoning_effort", "high"),
+    ("logprobs", True), ("logit_bias", {"50256": -100}), ("reasoning_effort", "high"),
 ])
 def test_a_parameter_the_api_cannot_honour_is_a_400(gateway, claude, field, value):
     before = len(claude.received)

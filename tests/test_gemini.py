@@ -198,7 +198,8 @@ def test_json_mode_json_schema_and_sampling(client, gemini):
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("logprobs", True), ("logit_bias", {"50256": -100}), ("parallel_tool_calls", False),
+    # parallel_tool_calls: false is honoured (tests/test_param_policy.py).
+    ("logprobs", True), ("logit_bias", {"50256": -100}),
     ("reasoning_effort", "high"), ("modalities", ["text", "audio"]),
 ])
 def test_a_parameter_gemini_cannot_honour_is_a_400(gateway, gemini, field, value):

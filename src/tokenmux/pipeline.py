@@ -27,8 +27,17 @@ from tokenmux.ids import unique
 from tokenmux.ledger import UsageRow
 from tokenmux.ledger.row import CHECKPOINT_SOURCE, INTERRUPTED, INTERRUPTED_STATUS
 from tokenmux.limits import Reservation, Slot
-from tokenmux.providers.base import Call, ChunkStream, Provider, StreamState, Usage, counted_usage
+from tokenmux.providers.base import (
+    Call,
+    ChunkStream,
+    Completion,
+    Provider,
+    StreamState,
+    Usage,
+    counted_usage,
+)
 from tokenmux.routing import Route
+from tokenmux.routing.params import dropped, keep_first_tool_call
 from tokenmux.routing.plan import plan
 from tokenmux.routing.retry import Attempts, Deadline, attempt_in_turn
 from tokenmux.routing.tiers import NAMES as TIER_NAMES
@@ -50,6 +59,7 @@ class Inbound:
     request_id: str
     started: float  # time.perf_counter() when the request arrived
     read_body: Callable[[], Awaitable[bytes]]
+    strict_params: str | None = None  # the X-Strict-Params header: "true" refuses, drops nothing
 
 
 @dataclass(slots=True)
@@ -78,6 +88,7 @@ class _Outcome:
     usage: Usage | None = None
     ttft: float | None = None
     row_id: str = field(default_factory=unique)  # a stream's checkpoints and its final row share it
+    dropped: tuple[str, ...] = ()  # the sampling hints the answering route left out
 
 
 @dataclass(slots=True)
@@ -114,9 +125,12 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         billing.reservation = gw.limiter.reserve(
             principal, prompt + answers * entry.answer_estimate(request.max_output, prompt))
         chat = request
+        strict = inbound.strict_params is not None and _strict(inbound.strict_params)
 
         def call(route: Route, limit: float | None = None) -> Call:
-            return Call(chat, route, inbound.request_id, limit)
+            # The policy is the route's own: a fallback to another provider applies its own.
+            return Call(chat, route, inbound.request_id, limit,
+                        () if strict else dropped(chat.body, route.drop))
 
         if not request.stream:
             completion = await attempt_in_turn(
@@ -124,13 +138,15 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
                 lambda route, limit: gw.providers[route.provider].complete(call(route, limit)),
                 limits_itself=True)
             outcome.usage = completion.usage
-            return Answer(completion.body, _served_by(outcome.attempts))
+            return Answer(completion.body, _answered_by(outcome, chat, completion, strict))
         opened = await attempt_in_turn(
             routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
             lambda route, _: _open(gw.providers[route.provider], call(route)), _OpenStream.close)
         outcome.ttft = time.perf_counter() - inbound.started
         assert outcome.attempts.route is not None
-        await _relay(opened, call(outcome.attempts.route), sink, outcome, billing)
+        served = call(outcome.attempts.route)
+        outcome.dropped = served.dropped
+        await _relay(opened, served, sink, outcome, billing)
         return Answer(None, {})
     except GatewayError as error:
         outcome.status, outcome.error_code = error.status, error.code
@@ -156,6 +172,30 @@ def _budget(header: str | None, policy: Routing) -> int:
             f"X-Timeout must be a whole number of milliseconds from {MIN_TIMEOUT_MS} to "
             f"{MAX_TIMEOUT_MS}; got {header!r}.", code="invalid_timeout")
     return budget
+
+
+def _strict(header: str) -> bool:
+    value = header.strip().lower()
+    if value not in ("true", "false"):
+        raise InvalidRequest(f"X-Strict-Params must be 'true' or 'false'; got {header!r}.",
+                             param="X-Strict-Params", code="invalid_header")
+    return value == "true"
+
+
+def _answered_by(outcome: _Outcome, request: ChatRequest, completion: Completion,
+                 strict: bool) -> dict[str, str]:
+    """A JSON answer's headers: the channel's, and what the parameter policy left out."""
+    headers = _served_by(outcome.attempts)
+    route = outcome.attempts.route
+    assert route is not None
+    if not strict and (names := dropped(request.body, route.drop)):
+        outcome.dropped = names
+        headers["X-TokenMux-Dropped-Params"] = ",".join(names)
+    # `parallel_tool_calls: false` where the API cannot be told: the first call is kept.
+    if route.trims_tool_calls and request.body.get("parallel_tool_calls") is False and (
+            trimmed := keep_first_tool_call(completion.body)):
+        headers["X-TokenMux-Trimmed-Tool-Calls"] = str(trimmed)
+    return headers
 
 
 def _served_by(attempts: Attempts) -> dict[str, str]:
@@ -228,7 +268,10 @@ async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outco
                  billing: _Billing) -> None:
     first, state = opened.first, opened.chunks.state
     try:
-        await sink.open(_served_by(outcome.attempts))
+        headers = _served_by(outcome.attempts)
+        if outcome.dropped:
+            headers["X-TokenMux-Dropped-Params"] = ",".join(outcome.dropped)
+        await sink.open(headers)
         await sink.send(first)
         # A long stream leaves a checkpoint at most once a second: a crash bills it up to there.
         due = time.perf_counter() + CHECKPOINT_SECONDS
@@ -318,4 +361,5 @@ def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
         latency_ms=(now - inbound.started) * 1000,
         ttft_ms=None if outcome.ttft is None else outcome.ttft * 1000,
         id=outcome.row_id,
+        dropped_params=",".join(outcome.dropped) or None,
     )

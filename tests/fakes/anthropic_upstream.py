@@ -3,14 +3,18 @@
 Every request body is validated against the `anthropic` package's `MessageCreateParams` (no
 unknown field at any depth), plus the rules the API enforces beyond types: turns alternate
 starting with the user, no empty text, every `tool_use` answered by a `tool_result` at the start
-of the next turn. A request that breaks them gets the API's own 400. Every answer, JSON or
+of the next turn; and the rules of the `anthropic-version` sent: 2026-10-21 (the SDK's own)
+refuses `temperature`, `top_p` and `top_k` at any value, document blocks in assistant turns and
+citations on user text; 2023-06-01 still takes the three sampling fields. A request that breaks
+them gets the API's own 400. Every answer, JSON or
 stream event, is validated with the SDK's response models before it is sent.
 
 The last user text may be a command:
 
     @fail STATUS [TYPE]   answer STATUS with an Anthropic error body (429 sends Retry-After: 1)
     @call NAME JSON       call tool NAME with input JSON (streamed as several JSON fragments)
-    @calls2               a sentence, then two tool calls at once
+    @calls2               a sentence, then two tool calls at once (one under
+                          `disable_parallel_tool_use`)
     @maxtokens            stop for max_tokens
     @refusal              stop for refusal
     @cached               report cache reads and writes in the usage
@@ -44,6 +48,8 @@ _STRICT = ConfigDict(extra="forbid")
 _REQUEST = TypeAdapter(tuple[MessageCreateParamsNonStreaming], config=_STRICT)
 _STREAM_REQUEST = TypeAdapter(tuple[MessageCreateParamsStreaming], config=_STRICT)
 _EVENT: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
+CURRENT_VERSION, OLD_VERSION = "2026-10-21", "2023-06-01"
+SAMPLING = ("temperature", "top_p", "top_k")
 
 
 @dataclass
@@ -62,10 +68,13 @@ class FakeAnthropic(LoopbackServer):
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("x-api-key") != self.api_key:
             return _error(401, "authentication_error", "invalid x-api-key")
-        if not request.headers.get("anthropic-version"):
-            return _error(400, "invalid_request_error", "anthropic-version header is required")
+        version = request.headers.get("anthropic-version")
+        if version not in (CURRENT_VERSION, OLD_VERSION):
+            return _error(400, "invalid_request_error",
+                          f"anthropic-version: {version!r} is not a valid version")
         body = (await self.record(request)).body
-        problem = _invalid(body)
+        problem = _version_rules(body, version) or _invalid(
+            {k: v for k, v in body.items() if k not in SAMPLING})
         if problem:
             self.rejected.append(problem)
             return _error(400, "invalid_request_error", problem)
@@ -104,6 +113,23 @@ def _drain(value: Any) -> Any:
     if isinstance(value, list | tuple) or hasattr(value, "__next__"):
         return [_drain(v) for v in value]
     return value
+
+
+def _version_rules(body: dict[str, Any], version: str) -> str | None:
+    if version == OLD_VERSION:
+        return None  # the sampling fields are then checked as numbers by the API, not here
+    for name in SAMPLING:
+        if name in body:
+            return f"{name}: Extra inputs are not permitted"
+    for i, message in enumerate(body.get("messages") or ()):
+        content = message.get("content")
+        for block in content if isinstance(content, list) else ():
+            if message.get("role") == "assistant" and block.get("type") == "document":
+                return f"messages.{i}: document blocks are not permitted in assistant messages"
+            if message.get("role") == "user" and block.get("type") == "text" \
+                    and block.get("citations"):
+                return f"messages.{i}: citations are not permitted on user text blocks"
+    return None
 
 
 def _invalid(body: dict[str, Any]) -> str | None:
@@ -157,11 +183,15 @@ def _answer(body: dict[str, Any], command: str, arg: str) -> tuple[list[dict[str
         return [{"type": "tool_use", "id": "toolu_fake01", "name": name,
                  "input": orjson.loads(raw or "{}")}], "tool_use"
     if command == "@calls2":
-        return [{"type": "text", "text": "Let me look both up."},
-                {"type": "tool_use", "id": "toolu_fakeA", "name": "get_weather",
-                 "input": {"city": "Paris"}},
-                {"type": "tool_use", "id": "toolu_fakeB", "name": "get_time",
-                 "input": {"city": "Paris", "format": "24h"}}], "tool_use"
+        blocks = [{"type": "text", "text": "Let me look both up."},
+                  {"type": "tool_use", "id": "toolu_fakeA", "name": "get_weather",
+                   "input": {"city": "Paris"}},
+                  {"type": "tool_use", "id": "toolu_fakeB", "name": "get_time",
+                   "input": {"city": "Paris", "format": "24h"}}]
+        # As the API does: told so, the model calls one tool at most.
+        if (body.get("tool_choice") or {}).get("disable_parallel_tool_use"):
+            blocks = blocks[:2]
+        return blocks, "tool_use"
     if command == "@tool-results":
         return [{"type": "text", "text": FINAL_ANSWER}], "end_turn"
     if command == "@maxtokens":

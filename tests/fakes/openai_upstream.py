@@ -26,6 +26,10 @@ It answers like OpenAI unless the last user message starts with a command:
 
 After a tool result (the last message has role `tool`) it answers FINAL_ANSWER.
 
+As OpenAI does, a reasoning model (an upstream model named gpt-5…, o1…, o3…, o4…) refuses
+`temperature` other than 1, `top_p`, and the penalties, with OpenAI's 400; and no OpenAI model
+(gpt-…, o…) takes `top_k`, which other servers of the format may.
+
 `standing` gives an upstream model a command of its own, obeyed by every request for that model
 that carries none, until the test changes it: a channel that keeps failing, or recovers.
 
@@ -109,6 +113,8 @@ class FakeOpenAI(LoopbackServer):
             return web.json_response({"error": {"message": problem, "type":
                                                 "invalid_request_error", "param": None,
                                                 "code": "fake_invalid_request"}}, status=400)
+        if refusal := _unsupported_sampling(body):
+            return web.json_response({"error": refusal}, status=400)
         text = _last_user_text(body)
         if not text.startswith("@"):
             text = self.standing.get(body.get("model", ""), "")
@@ -317,3 +323,26 @@ def _completion(body: dict[str, Any], command: str, arg: str) -> dict[str, Any]:
     if command != "@nousage":
         answer["usage"] = _usage(body, len(words) * n, command, arg)
     return answer
+
+
+_REASONING = ("gpt-5", "o1", "o3", "o4")
+
+
+def _unsupported_sampling(body: dict[str, Any]) -> dict[str, Any] | None:
+    model = str(body.get("model", ""))
+    if "top_k" in body and model.startswith(("gpt-", *_REASONING)):
+        return {"message": "Unrecognized request argument supplied: top_k",
+                "type": "invalid_request_error", "param": None, "code": None}
+    if not model.startswith(_REASONING):
+        return None
+    if body.get("temperature") not in (None, 1):
+        return {"message": f"Unsupported value: 'temperature' does not support "
+                           f"{body['temperature']} with this model. Only the default (1) value "
+                           "is supported.", "type": "invalid_request_error",
+                "param": "temperature", "code": "unsupported_value"}
+    for name in ("top_p", "presence_penalty", "frequency_penalty"):
+        if body.get(name) is not None:
+            return {"message": f"Unsupported parameter: '{name}' is not supported with this "
+                               "model.", "type": "invalid_request_error", "param": name,
+                    "code": "unsupported_parameter"}
+    return None

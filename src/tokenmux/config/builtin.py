@@ -1,4 +1,4 @@
-"""The shipped catalog (catalog.yaml), merged into a config that says `catalog: builtin`.
+"""The shipped catalog (config/shipped.py), merged into a config that says `catalog: builtin`.
 
 The merge works on the raw mapping, before validation, so that the result is validated as one
 config: a shipped model overridden in a file is checked like a hand-written one, and its errors
@@ -12,14 +12,22 @@ from typing import Any
 
 import yaml
 
+from tokenmux.config.shipped import build
+
 BUILTIN = "builtin"
 
 
-def shipped_catalog() -> dict[str, Any]:
-    """The shipped providers (without keys) and models, as written in catalog.yaml."""
+def curated_catalog() -> dict[str, Any]:
+    """catalog.yaml: the shipped providers (without keys), the data sources, the overrides."""
     text = resources.files("tokenmux.config").joinpath("catalog.yaml").read_text("utf-8")
     data: dict[str, Any] = yaml.safe_load(text)
     return data
+
+
+def shipped_catalog() -> dict[str, Any]:
+    """The shipped providers and models: the model data packages' models with catalog.yaml's
+    overrides (config/shipped.py)."""
+    return build(curated_catalog())
 
 
 def merge_builtin(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -39,6 +39,9 @@ class Provider(Strict):
     max_event_bytes: int = Field(8 * 1024 * 1024, gt=0, description="one stream event's size")
     stream_idle_timeout: float = Field(
         30.0, gt=0, description="seconds a started stream may go without an event")
+    # True: a sampling hint the target does not take (temperature, top_p, top_k, seed,
+    # penalties) is refused with a 400 instead of dropped (README, "The parameter policy").
+    strict_params: bool = False
 
     @model_validator(mode="after")
     def _default_base_url(self) -> Provider:
@@ -81,6 +84,8 @@ class Fallback(Strict):
 #   json       honours `response_format` (JSON mode or a JSON schema)
 #   reasoning  thinks before it answers; its thinking tokens are billed as output
 Capability = Literal["tools", "vision", "json", "reasoning"]
+SamplingParam = Literal["temperature", "top_p", "top_k", "seed", "presence_penalty",
+                        "frequency_penalty"]
 
 
 class Model(Strict):
@@ -98,6 +103,9 @@ class Model(Strict):
     # to the real count when the answer is in. Default: min(1024, max_output).
     output_estimate: int | None = Field(None, gt=0, description="tokens an answer is assumed "
                                         "to take when the request sets no limit")
+    # The sampling hints the model takes (of temperature, top_p, top_k, seed, presence_penalty,
+    # frequency_penalty); the others are dropped. None: unknown, all the API takes go through.
+    sampling: list[SamplingParam] | None = None
 
 
 class Breaker(Strict):

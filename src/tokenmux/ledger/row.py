@@ -43,6 +43,7 @@ class UsageRow:
     ttft_ms: float | None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: str = field(default_factory=unique)
+    dropped_params: str | None = None  # the sampling hints left out, comma-separated
 
     def as_record(self) -> dict[str, Any]:
         route = self.route
@@ -70,6 +71,7 @@ class UsageRow:
             "usage_source": self.usage_source,
             "latency_ms": round(self.latency_ms, 3),
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
+            "dropped_params": self.dropped_params,
             "_pricing": None if route is None else _pricing(route),
         }
 

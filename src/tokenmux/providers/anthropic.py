@@ -6,10 +6,14 @@ turns to alternate; images become URL or base64 sources; `response_format` becom
 `output_config.format` (`json_object` as the schema "any object"). Answers come back as OpenAI
 completions and chunks, tool calls numbered densely as OpenAI clients expect.
 
-What the Messages API cannot do is refused with a 400 naming the field, never dropped unseen:
-`logprobs`, `logit_bias`, penalties, `seed`, `audio`, and sampling knobs (`temperature`, `top_p`)
-that the current API no longer takes. An operator who prefers to drop a field lists it in the
-provider's `ignore_params`. `n > 1` is served by fanning out (providers/fanout.py).
+The API version sent is 2026-10-21, which refuses `temperature`, `top_p` and `top_k`; the
+Messages API never had `seed` or penalties. Those sampling hints are dropped by the route's
+parameter policy (routing/params.py) and named in `X-TokenMux-Dropped-Params`; a provider that
+sends an older `anthropic-version` header passes the three on to the models that take them.
+What else the Messages API cannot do is refused with a 400 naming the field, never dropped
+unseen: `logprobs`, `logit_bias`, `audio`, `modalities`; and the hints themselves under
+`strict_params`. An operator who prefers to drop a field lists it in the provider's
+`ignore_params`. `n > 1` is served by fanning out (providers/fanout.py).
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ from tokenmux.providers.translate import (
     upstream_error,
 )
 from tokenmux.routing.catalog import Route
+from tokenmux.routing.params import ANTHROPIC_API_VERSION, ANTHROPIC_OLD_SAMPLING, api_takes
 
 API = "Anthropic"
-API_VERSION = "2023-06-01"
+API_VERSION = ANTHROPIC_API_VERSION
 DEFAULT_MAX_TOKENS = 4096  # the API requires a cap; this one fits every current model
 
 # stop_reason → finish_reason
@@ -59,7 +64,7 @@ FINISH_REASONS = {
 # Fields with no Messages API equivalent, and the value that asks for nothing: that value, or
 # null, passes; any other is refused.
 _UNSUPPORTED: dict[str, Any] = {
-    "temperature": 1, "top_p": 1, "presence_penalty": 0, "frequency_penalty": 0,
+    "temperature": 1, "top_p": 1, "top_k": None, "presence_penalty": 0, "frequency_penalty": 0,
     "logprobs": False, "top_logprobs": 0, "logit_bias": {}, "seed": None, "audio": None,
     "modalities": ["text"], "prediction": None, "web_search_options": None,
     "reasoning_effort": None, "verbosity": None,
@@ -81,12 +86,16 @@ class AnthropicAdapter:
         headers.update(provider.headers)  # e.g. a newer anthropic-version, or anthropic-beta
         self.headers = headers
         self.ignored = frozenset(provider.ignore_params)
+        # Under an API version that still takes them, the three hints go through as they came.
+        self.sampling = tuple(api_takes(provider) & ANTHROPIC_OLD_SAMPLING)
+        self.handled = _HANDLED | frozenset(self.sampling)
 
     # ---------------------------------------------------------------- request
 
     def build_request(self, call: Call) -> UpstreamRequest:
         body = call.request.body
-        check_fields(body, call.route, _HANDLED, _UNSUPPORTED, self.ignored, API)
+        ignored = self.ignored.union(call.dropped) if call.dropped else self.ignored
+        check_fields(body, call.route, self.handled, _UNSUPPORTED, ignored, API)
         system, messages = _messages(body["messages"])
         out: dict[str, Any] = {
             "model": call.route.upstream_model,
@@ -106,6 +115,9 @@ class AnthropicAdapter:
             out["output_config"] = {"format": fmt}
         if user := body.get("user") or body.get("safety_identifier"):
             out["metadata"] = {"user_id": str(user)}
+        for name in self.sampling:
+            if name not in call.dropped and body.get(name) is not None:
+                out[name] = body[name]
         if call.request.stream:
             out["stream"] = True
         return UpstreamRequest(self.url, self.headers, orjson.dumps(out))

@@ -49,6 +49,8 @@ class Call:
     # Seconds this attempt may take when the caller's deadline is nearer than the channel's
     # own timeout; None: the channel's timeout.
     limit: float | None = None
+    # The sampling hints of the request this route's policy leaves out (routing/params.py).
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -11,8 +11,14 @@ Gemini gives a function call no id, so the gateway makes one. A thinking model's
 `thoughtSignature` that must come back with the call in the next turn; it rides inside the id the
 client is given (`call_<unique>__sig_<signature>`), so the client keeps it without knowing.
 
+Gemini may always call several functions at once and cannot be told not to: under
+`parallel_tool_calls: false` the gateway keeps each answer's first call (in a JSON answer the
+pipeline trims and says so in `X-TokenMux-Trimmed-Tool-Calls`; a stream leaves the later calls
+out as they come).
+
 What Gemini cannot do is refused with a 400 naming the field (see _UNSUPPORTED), unless the
-operator lists the field in the provider's `ignore_params`.
+operator lists the field in the provider's `ignore_params`; sampling hints a model does not take
+are dropped by the route's parameter policy (routing/params.py).
 """
 
 from __future__ import annotations
@@ -65,16 +71,15 @@ FINISH_REASONS = {
 
 _HANDLED = frozenset({
     "model", "messages", "stream", "max_tokens", "max_completion_tokens", "stop", "tools",
-    "tool_choice", "response_format", "n", "temperature", "top_p", "presence_penalty",
+    "tool_choice", "response_format", "n", "temperature", "top_p", "top_k", "presence_penalty",
     "frequency_penalty", "seed", "user",  # the ledger keeps `user`; Gemini has no such field
+    "parallel_tool_calls",  # false: the gateway keeps the first call (see above)
 })
 # Fields with no Gemini equivalent, and the value that asks for nothing.
 _UNSUPPORTED: dict[str, Any] = {
     "logprobs": False, "top_logprobs": 0, "logit_bias": {}, "audio": None,
     "modalities": ["text"], "prediction": None, "web_search_options": None,
     "reasoning_effort": None, "verbosity": None,
-    # Gemini may always call several functions at once; it cannot be told not to.
-    "parallel_tool_calls": True,
 }
 
 
@@ -94,7 +99,8 @@ class GeminiAdapter:
 
     def build_request(self, call: Call) -> UpstreamRequest:
         body = call.request.body
-        check_fields(body, call.route, _HANDLED, _UNSUPPORTED, self.ignored, API)
+        ignored = self.ignored.union(call.dropped) if call.dropped else self.ignored
+        check_fields(body, call.route, _HANDLED, _UNSUPPORTED, ignored, API)
         system, contents = _contents(body["messages"])
         out: dict[str, Any] = {"contents": contents}
         if system:
@@ -104,7 +110,7 @@ class GeminiAdapter:
                 _declaration(f) for f in functions(body["tools"])]}]
         if (config := _tool_config(body.get("tool_choice"))) is not None:
             out["toolConfig"] = config
-        if generation := _generation_config(body):
+        if generation := _generation_config(body, call.dropped):
             out["generationConfig"] = generation
         model = call.route.upstream_model
         url = (f"{self.base}{model}:streamGenerateContent?alt=sse" if call.request.stream
@@ -168,6 +174,9 @@ class GeminiAdapter:
             if texts:
                 delta["content"] = "".join(texts)
                 state.text.append(delta["content"])
+            if calls and call.request.body.get("parallel_tool_calls") is False:
+                # One call per answer was asked for: the later ones are left out as they come.
+                calls = calls[:max(0, 1 - memo.calls.get(index, 0))]
             if calls:
                 # Gemini sends each call whole: one delta carries id, name and all arguments.
                 first = memo.calls.get(index, 0)
@@ -364,14 +373,14 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     return {"functionCallingConfig": {"mode": mode}}
 
 
-def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
+def _generation_config(body: dict[str, Any], dropped: tuple[str, ...]) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if limit := body.get("max_completion_tokens") or body.get("max_tokens"):
         config["maxOutputTokens"] = limit
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"),
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK"),
                          ("presence_penalty", "presencePenalty"),
                          ("frequency_penalty", "frequencyPenalty"), ("seed", "seed")):
-        if body.get(ours) is not None:
+        if body.get(ours) is not None and ours not in dropped:
             config[theirs] = body[ours]
     if (stop := body.get("stop")) is not None:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)

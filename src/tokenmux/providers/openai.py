@@ -1,7 +1,8 @@
 """Provider kind `openai`: OpenAI and every server that speaks its chat completions format.
 
 Pure translation, no I/O: the request goes out nearly as it came (our model name swapped for the
-upstream's, usage always asked for), and answers come back with our model name and the usage
+upstream's, usage always asked for, the sampling hints the route's policy drops left out), and
+answers come back with our model name and the usage
 pulled out for the ledger. Fields the gateway does not know pass through untouched.
 """
 
@@ -34,6 +35,9 @@ class OpenAIAdapter:
             options = body.get("stream_options")
             body["stream_options"] = {**options, "include_usage": True} if options else {
                 "include_usage": True}
+        if call.dropped:
+            # A copy, not a deletion: a fallback to a route that takes them still gets them.
+            body = {name: value for name, value in body.items() if name not in call.dropped}
         return UpstreamRequest(self.url, self.headers, orjson.dumps(body))
 
     def read_completion(self, raw: bytes, route: Route) -> tuple[dict[str, Any], Usage | None]:

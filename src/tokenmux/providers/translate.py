@@ -33,11 +33,16 @@ def check_fields(body: Mapping[str, Any], route: Route, handled: Collection[str]
         if name in unsupported:
             if value is None or value == unsupported[name]:
                 continue
-            raise InvalidRequest(f"'{name}' cannot be honoured by model '{route.model}' (a "
-                                 f"{api} channel has no such parameter); leave it out.",
+            raise InvalidRequest(f"'{name}' cannot be honoured by model '{route.model}' "
+                                 f"({a_channel(api)} has no such parameter); leave it out.",
                                  param=name)
-        raise InvalidRequest(f"'{name}' is not supported by model '{route.model}' (a {api} "
-                             "channel); leave it out.", param=name)
+        raise InvalidRequest(f"'{name}' is not supported by model '{route.model}' "
+                             f"({a_channel(api)}); leave it out.", param=name)
+
+
+def a_channel(api: str) -> str:
+    """'an Anthropic channel', 'a Gemini channel': the article the name's sound takes."""
+    return f"{'an' if api[:1].upper() in 'AEIOU' else 'a'} {api} channel"
 
 
 def text_parts(content: Any, where: str, api: str) -> list[str]:
@@ -51,7 +56,7 @@ def text_parts(content: Any, where: str, api: str) -> list[str]:
         kind = part.get("type")
         if kind not in ("text", "refusal"):
             raise InvalidRequest(f"Content parts of type '{kind}' cannot go in this message on "
-                                 f"a {api} channel.", param=f"{where}.content[{j}]")
+                                 f"{a_channel(api)}.", param=f"{where}.content[{j}]")
         if text := part.get(kind):
             texts.append(text)
     return texts
@@ -81,7 +86,7 @@ def data_url(url: str, where: str, media_types: Collection[str] | None,
     if encoding != "base64" or not data or (media_types is not None
                                             and media_type not in media_types):
         allowed = f" of type {', '.join(sorted(media_types))}" if media_types else ""
-        raise InvalidRequest(f"An image data URL must be base64{allowed} for a {api} channel; "
+        raise InvalidRequest(f"An image data URL must be base64{allowed} for {a_channel(api)}; "
                              f"got '{header}'.", param=f"{where}.image_url.url")
     return media_type, data
 

@@ -10,6 +10,7 @@ from tokenmux.config.schema import ECHO_MODEL, Breaker, Config, Price
 from tokenmux.errors import InvalidRequest, ModelNotFound
 from tokenmux.routing.admission import Gate
 from tokenmux.routing.health import ChannelHealth
+from tokenmux.routing.params import TRIMS_TOOL_CALLS, to_drop
 from tokenmux.routing.pricing import list_price
 
 ECHO_PROVIDER = "tokenmux"
@@ -36,6 +37,11 @@ class Route:
     gate: Gate | None = field(default=None, compare=False, repr=False)  # None: no limit
     # USD per million tokens, from the config or the price library; None when neither knows.
     list_price: Price | None = field(default=None, compare=False)
+    # The sampling hints this route leaves out of its requests (routing/params.py), decided
+    # once here: a request pays one set test against its body.
+    drop: frozenset[str] = field(default=frozenset(), compare=False)
+    # The API cannot be told `parallel_tool_calls: false`: the gateway keeps the first call.
+    trims_tool_calls: bool = field(default=False, compare=False)
 
     @property
     def unit_price(self) -> float | None:
@@ -130,6 +136,8 @@ class Catalog:
                     model.name, channel.provider, provider.kind, channel.model,
                     channel.timeout or provider.timeout, model.price, provider.price_provider,
                     provider.base_url, channel.priority, channel.weight, health, gate, price,
+                    drop=to_drop(provider, model.sampling),
+                    trims_tool_calls=provider.kind in TRIMS_TOOL_CALLS,
                 ))
             own[model.name] = tuple(routes)
         canonical = {alias: m.name for m in config.models for alias in (m.name, *m.aliases)}

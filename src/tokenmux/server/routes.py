@@ -54,7 +54,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     inbound = pipeline.Inbound(b"", headers.get("Authorization"), headers.get("x-api-key"),
                                headers.get("X-User"), headers.get("X-Timeout"),
                                headers.get("X-Tier"), rid, started,
-                               functools.partial(read_body, request, gateway.config.server))
+                               functools.partial(read_body, request, gateway.config.server),
+                               headers.get("X-Strict-Params"))
     sink = SseWriter(request, rid)
     answer = await pipeline.chat_completion(gateway, inbound, sink)
     if answer.body is None:
