@@ -264,7 +264,7 @@ def test_valid_options_of_every_kind_pass_through_to_openai_unchanged(kinds):
             "mode": "auto", "tools": [{"type": "function", "function": {"name": "f"}}]}},
         "response_format": {"type": "json_schema", "json_schema": {
             "name": "answer", "schema": {"type": "object"}, "strict": True}},
-        "logit_bias": {"50256": -100, "11": 0.5}, "logprobs": True, "top_logprobs": 20,
+        "logit_bias": {"50256": -100, "11": 5}, "logprobs": True, "top_logprobs": 20,
         "n": 1, "max_completion_tokens": 1_000_000, "seed": -(2**63), "parallel_tool_calls": True,
         "metadata": {"team": "a"}, "stop": ["x"], "user": "u", "reasoning_effort": "low",
         "modalities": ["text"], "service_tier": "auto", "store": False,
