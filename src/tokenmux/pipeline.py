@@ -112,7 +112,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
             billing.requested = entry.name
         routes = plan(gw.catalog, entry, request.models, tier, gw.rng, fallback)
         # One attempt per model at least, for a request that asked for more models than that.
-        most = None if fallback is None else 1 + len(request.models) + len(fallback.models)
+        most = None if fallback is None else len({route.model for route in routes})
         prompt = tokens.estimate_prompt(len(inbound.body))
         answers = request.body.get("n") or 1
         billing.reservation = gw.limiter.reserve(
@@ -140,7 +140,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         return Answer(None, {})
     except GatewayError as error:
         outcome.status, outcome.error_code = error.status, error.code
-        extra = billing.headers({})
+        extra = billing.headers({}, answered=False)
         if extra:
             error.extra_headers = {**(error.extra_headers or {}), **extra}
         raise
@@ -172,12 +172,16 @@ def _fallback(request: ChatRequest, principal: Principal) -> FallbackModels | No
     return FallbackModels(models, (timeout or DEFAULT_FALLBACK_TIMEOUT_MS) / 1000, strict)
 
 
-def _fallback_headers(requested: str, model: str, attempts: Attempts) -> dict[str, str]:
-    """`X-Fallback-*` and `X-Actual-Model` for a request that asked for fallback models."""
+def _fallback_headers(requested: str, model: str, attempts: Attempts,
+                      answered: bool) -> dict[str, str]:
+    """`X-Fallback-*` and `X-Actual-Model` for a request that asked for fallback models: on an
+    answer, whether another model gave it; on an error, whether another model was tried (the
+    actual model is then the last one tried, whose failure the error reports)."""
     route = attempts.route
     if route is None:  # refused before any attempt
         return {"X-Fallback-Used": "false"}
-    used = route.model != model
+    used = route.model != model or (
+        not answered and any(failed != model for failed, _ in attempts.failures))
     headers = {"X-Fallback-Used": "true" if used else "false", "X-Actual-Model": route.model}
     if used:
         headers["X-Fallback-From"] = requested
@@ -244,14 +248,14 @@ class _Billing:
     requested: str | None = None  # the model's canonical name, when the request asked for
     # fallbacks: the answer then carries the fallback headers
 
-    def headers(self, headers: dict[str, str]) -> dict[str, str]:
+    def headers(self, headers: dict[str, str], answered: bool = True) -> dict[str, str]:
         """The answer's headers: `headers`, plus the key's rate-limit state and, for a request
         that asked for fallbacks, what came of them."""
         if self.reservation is not None and (limits := self.reservation.headers()):
             headers.update(limits)
         if self.requested is not None and self.request is not None:
             headers.update(_fallback_headers(self.request.model, self.requested,
-                                             self.outcome.attempts))
+                                             self.outcome.attempts, answered))
         return headers
 
     def finish(self) -> None:
