@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tokenmux.auth.keys import Principal
@@ -80,12 +81,13 @@ class Reservation:
     reserved: int = 0
     settled: bool = field(default=False)
     requests: _Bucket | None = None  # the key's requests bucket, for the headers
+    clock: Callable[[], float] = time.monotonic
 
     def headers(self) -> dict[str, str] | None:
         """The rate-limit headers of the answer; None for a key without limits."""
         if self.bucket is None and self.requests is None:
             return None
-        return limit_headers(self.requests, self.bucket)
+        return limit_headers(self.requests, self.bucket, self.clock())
 
     def settle(self, actual_tokens: int) -> None:
         """Charges the real token count in place of the estimate; a second call does nothing."""
@@ -144,4 +146,4 @@ class MemoryLimiter:
             tokens.level -= needed
         if requests is not None:
             requests.level -= 1
-        return Reservation(tokens, needed, requests=requests)
+        return Reservation(tokens, needed, requests=requests, clock=self._now)
