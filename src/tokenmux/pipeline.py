@@ -350,12 +350,13 @@ async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outco
 def _finish_held(batch: list[dict[str, Any]], held: dict[str, Any] | None
                  ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The batch to send now, the held finish chunk (if any) first, and the chunk to hold: the
-    batch's last, when it finishes a choice."""
+    batch's last, when it finishes a choice. Batches are the reader's own fresh lists: taking
+    the last one off copies nothing."""
     if held is not None:
         batch = [held, *batch]
     choices = batch[-1].get("choices")
     if choices and choices[-1].get("finish_reason") is not None:
-        return batch[:-1], batch[-1]
+        return batch, batch.pop()
     return batch, None
 
 
