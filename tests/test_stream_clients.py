@@ -158,3 +158,14 @@ def test_a_streamed_gemini_tool_call_has_the_json_answers_null_content(gateway):
     assert final.choices[0].finish_reason == "tool_calls"
     assert final.choices[0].message.tool_calls[0].function.name == "get_weather"
     assert final.choices[0].message.content is None
+
+
+@pytest.mark.parametrize("model", ["via-anthropic", "via-gemini", "tokenmux/echo"])
+def test_with_two_answers_the_usage_is_on_the_last_finish_chunk(gateway, model):
+    events = raw_events(gateway, {"model": model, "messages": SAY, "stream": True, "n": 2})
+    assert all(e["choices"] for e in events)
+    finishes = [e for e in events if e["choices"][0]["finish_reason"] is not None]
+    assert sorted(e["choices"][0]["index"] for e in finishes) == [0, 1]
+    assert [e for e in events if "usage" in e] == [events[-1]] and events[-1] in finishes
+    whole = gateway.client().chat.completions.create(model=model, messages=SAY, n=2)
+    assert events[-1]["usage"]["total_tokens"] == whole.usage.total_tokens

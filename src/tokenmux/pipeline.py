@@ -108,7 +108,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         entry = gw.catalog.resolve(request.model)
         fallback = None
         if request.fallbacks is not None or principal.fallback_models or request.models:
-            fallback = billing.fallback = _fallback(request, principal)
+            fallback = _fallback(request, principal)
             billing.requested = entry.name
         routes = plan(gw.catalog, entry, request.models, tier, gw.rng, fallback)
         # One attempt per model at least, for a request that asked for more models than that.
@@ -244,7 +244,6 @@ class _Billing:
     reservation: Reservation | None = None
     slot: Slot | None = None  # the key's concurrency slot
     recorded: bool = False
-    fallback: FallbackModels | None = None
     requested: str | None = None  # the model's canonical name, when the request asked for
     # fallbacks: the answer then carries the fallback headers
 
