@@ -20,7 +20,7 @@ class Clock:
 
 @pytest.mark.parametrize(("seconds", "text"), [
     (0, "0ms"), (0.02, "20ms"), (0.0201, "21ms"), (1, "1s"), (8.64, "8.64s"),
-    (59.9996, "1m0s"), (60, "1m0s"), (360, "6m0s"), (179.56, "2m59.56s"),
+    (0.9996, "1s"), (59.9996, "1m0s"), (60, "1m0s"), (360, "6m0s"), (179.56, "2m59.56s"),
 ])
 def test_durations_read_as_openais(seconds, text):
     assert duration(seconds) == text

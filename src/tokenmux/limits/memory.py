@@ -49,9 +49,10 @@ class _Bucket:
 
 def duration(seconds: float) -> str:
     """A duration as OpenAI's reset headers write it: "20ms", "1s", "8.64s", "6m0s"."""
-    if seconds < 1:
-        return f"{math.ceil(max(seconds, 0.0) * 1000)}ms"
-    minutes, rest = divmod(round(seconds, 3), 60)
+    ms = math.ceil(max(seconds, 0.0) * 1000)  # rounded up: a reset never comes early
+    if ms < 1000:
+        return f"{ms}ms"
+    minutes, rest = divmod(ms / 1000, 60)
     text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
     return f"{int(minutes)}m{text}" if minutes else text
 
