@@ -34,6 +34,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> I
             aliases: [answers-alias]
             channels: [{{provider: fake, model: fb-ok}}]
           - {{name: second, channels: [{{provider: fake, model: fb-second}}]}}
+          - {{name: stalls-briefly, channels: [{{provider: fake, model: fb-stalls, timeout: 1}}]}}
           - name: configured
             channels: [{{provider: fake, model: fb-cfg-fails}}]
             fallbacks: [second]
@@ -99,6 +100,15 @@ def test_fallback_timeout_moves_on_from_a_model_that_does_not_answer(gateway, up
     assert response.headers["x-actual-model"] == "answers"
     assert 5 <= took < 50  # the fallback timeout, not the 60 s stall
     assert sent_models(upstream, before) == ["fb-stalls", "fb-ok"]
+
+
+def test_a_longer_fallback_timeout_never_lengthens_the_channels_own(gateway):
+    started = time.monotonic()
+    response = ask(gateway, model="stalls-briefly", fallback_models=["answers"],
+                   fallback_timeout=60_000)
+    assert response.status_code == 200
+    assert response.headers["x-fallback-reason"] == "timeout"
+    assert 1 <= time.monotonic() - started < 30  # the channel's 1 s, not the 60 s asked for
 
 
 def test_the_x_timeout_deadline_bounds_the_fallbacks_and_the_error_has_the_headers(gateway):

@@ -4,8 +4,8 @@ The model's own channels first, then the models the request names in `models`, t
 `fallback_models` (or, when it names none, its key's default fallback models), then the model's
 configured fallbacks; a model named twice is tried once, where it first comes. Where the request
 asked for `fallback_models` (or its key has defaults), each attempt on the model itself, on its
-`models` and on those fallback models may take at most the fallback timeout before the next one
-starts; the configured fallbacks keep their own timeouts.
+`models` and on those fallback models may take at most the fallback timeout (and never more than
+its channel's own) before the next one starts; the configured fallbacks keep their own timeouts.
 
 Within each model the tier decides: `medium` goes by priority (lower first), weighted at random
 among equals; `fast` and `ludicrous` by lowest recent latency; `slow` by lowest price. A channel
@@ -56,7 +56,9 @@ class FallbackModels:
 def _timed(routes: tuple[Route, ...], fallback: FallbackModels | None) -> tuple[Route, ...]:
     if fallback is None:
         return routes
-    return tuple(replace(r, timeout=fallback.timeout) for r in routes)
+    # The operator's channel timeout stays the ceiling: a request may shorten it, not lengthen it.
+    limit = fallback.timeout
+    return tuple(r if r.timeout <= limit else replace(r, timeout=limit) for r in routes)
 
 
 def _fallback_groups(catalog: Catalog, fallback: FallbackModels
