@@ -363,8 +363,9 @@ def _usage_chunk(head: dict[str, Any], call: Call, usage: Usage) -> dict[str, An
     """OpenAI's own final chunk, for a client that asked for `include_usage`."""
     chunk: dict[str, Any] = {"id": head.get("id"), "object": "chat.completion.chunk",
                              "created": head.get("created"), "model": call.route.model}
-    if (fingerprint := head.get("system_fingerprint")) is not None:
-        chunk["system_fingerprint"] = fingerprint
+    for name in ("service_tier", "system_fingerprint"):  # as the other chunks carry them
+        if (value := head.get(name)) is not None:
+            chunk[name] = value
     chunk["choices"] = []
     chunk["usage"] = usage.as_openai()
     return chunk
