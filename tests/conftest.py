@@ -20,6 +20,9 @@ import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAI
 
+# litellm (a client some tests drive) reads its price map from its own package, not the network.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
 ADMIN_KEY = "tm-test-admin-key-for-the-suite"
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 # The variables that bring a shipped provider in when no config file is given.

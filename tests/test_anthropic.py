@@ -85,7 +85,8 @@ def test_a_streamed_completion(client, gateway):
     assert len({c.id for c in chunks}) == 1
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
     assert finishes[-1] == "stop" and finishes.count("stop") == 1
-    assert chunks[-1].choices == []
+    # The usage rides on the finish chunk: no chunk without choices by default.
+    assert all(c.choices for c in chunks) and chunks[-1].choices[0].finish_reason == "stop"
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (12, 8)
 
 

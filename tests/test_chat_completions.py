@@ -42,14 +42,15 @@ def test_async_completion(gateway):
     assert completion.usage.completion_tokens == len(REPLY.split())
 
 
-def test_sync_stream_has_final_usage_chunk_by_default(gateway, upstream):
+def test_sync_stream_has_usage_on_its_finish_chunk_by_default(gateway, upstream):
     stream = gateway.client().chat.completions.create(model="fake-model", messages=HELLO,
                                                       stream=True)
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == REPLY
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
-    assert chunks[-1].choices == []
+    # The usage rides on the finish chunk: no chunk without choices by default.
+    assert all(c.choices for c in chunks) and chunks[-1].choices[0].finish_reason == "stop"
     assert chunks[-1].usage.completion_tokens == len(REPLY.split())
     assert all(c.usage is None for c in chunks[:-1])
     assert {c.model for c in chunks} == {"fake-model"}

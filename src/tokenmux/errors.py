@@ -39,6 +39,9 @@ class GatewayError(Exception):
     # Set when the gateway has already retried as much as its policy allows: a client retrying
     # on top would only multiply the load on a failing upstream, so the answer says not to.
     retries_spent = False
+    # Headers the answer carries whatever the error (rate-limit state, fallback headers), set
+    # by whoever knows them on the way out.
+    extra_headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)

@@ -38,7 +38,7 @@ from tokenmux.providers.base import (
 )
 from tokenmux.routing import Route
 from tokenmux.routing.params import dropped, keep_first_tool_call
-from tokenmux.routing.plan import plan
+from tokenmux.routing.plan import FallbackModels, plan
 from tokenmux.routing.retry import Attempts, Deadline, attempt_in_turn
 from tokenmux.routing.tiers import NAMES as TIER_NAMES
 from tokenmux.routing.tiers import requested_tier
@@ -46,6 +46,7 @@ from tokenmux.routing.tiers import requested_tier
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
 CHECKPOINT_SECONDS = 1.0
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 5_000, 300_000
+DEFAULT_FALLBACK_TIMEOUT_MS = 30_000
 
 
 @dataclass(slots=True)
@@ -119,7 +120,13 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         if request.max_output is not None:
             entry.check_output_limit(request.max_output, "max_completion_tokens"
                                      if "max_completion_tokens" in request.body else "max_tokens")
-        routes = plan(gw.catalog, entry, request.models, tier, gw.rng)
+        fallback = None
+        if request.fallbacks is not None or principal.fallback_models or request.models:
+            fallback = _fallback(request, principal)
+            billing.requested = entry.name
+        routes = plan(gw.catalog, entry, request.models, tier, gw.rng, fallback)
+        # One attempt per model at least, for a request that asked for more models than that.
+        most = None if fallback is None else len({route.model for route in routes})
         prompt = tokens.estimate_prompt(len(inbound.body))
         answers = request.body.get("n") or 1
         billing.reservation = gw.limiter.reserve(
@@ -136,20 +143,28 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
             completion = await attempt_in_turn(
                 routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
                 lambda route, limit: gw.providers[route.provider].complete(call(route, limit)),
-                limits_itself=True)
+                limits_itself=True, max_attempts=most)
             outcome.usage = completion.usage
-            return Answer(completion.body, _answered_by(outcome, chat, completion, strict))
+            return Answer(completion.body,
+                          billing.headers(_answered_by(outcome, chat, completion, strict)))
         opened = await attempt_in_turn(
             routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
-            lambda route, _: _open(gw.providers[route.provider], call(route)), _OpenStream.close)
+            lambda route, _: _open(gw.providers[route.provider], call(route)), _OpenStream.close,
+            max_attempts=most)
         outcome.ttft = time.perf_counter() - inbound.started
         assert outcome.attempts.route is not None
         served = call(outcome.attempts.route)
         outcome.dropped = served.dropped
-        await _relay(opened, served, sink, outcome, billing)
+        headers = _served_by(outcome.attempts)
+        if outcome.dropped:
+            headers["X-TokenMux-Dropped-Params"] = ",".join(outcome.dropped)
+        await _relay(opened, served, sink, outcome, billing, billing.headers(headers))
         return Answer(None, {})
     except GatewayError as error:
         outcome.status, outcome.error_code = error.status, error.code
+        extra = billing.headers({}, answered=False)
+        if extra:
+            error.extra_headers = {**(error.extra_headers or {}), **extra}
         raise
     except asyncio.CancelledError:
         if not gw.draining:
@@ -160,6 +175,44 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         raise stopped from None
     finally:
         billing.finish()
+
+
+def _fallback(request: ChatRequest, principal: Principal) -> FallbackModels | None:
+    """The request's fallback models, else its key's; None when there are none, or when the
+    request turned them off with `fallback_enabled: false`."""
+    asked = request.fallbacks
+    models, strict = principal.fallback_models, False
+    timeout = principal.fallback_timeout_ms
+    if asked is not None:
+        if asked.enabled is False:
+            return None
+        if asked.models is not None:
+            models, strict = tuple(asked.models), True
+        timeout = asked.timeout_ms or timeout
+    if not models:
+        return None
+    return FallbackModels(models, (timeout or DEFAULT_FALLBACK_TIMEOUT_MS) / 1000, strict)
+
+
+def _fallback_headers(requested: str, model: str, attempts: Attempts,
+                      answered: bool) -> dict[str, str]:
+    """`X-Fallback-*` and `X-Actual-Model` for a request that asked for fallback models: on an
+    answer, whether another model gave it; on an error, whether another model was tried (the
+    actual model is then the last one tried, whose failure the error reports)."""
+    route = attempts.route
+    if route is None:  # refused before any attempt
+        return {"X-Fallback-Used": "false"}
+    used = route.model != model or (
+        not answered and any(failed != model for failed, _ in attempts.failures))
+    headers = {"X-Fallback-Used": "true" if used else "false", "X-Actual-Model": route.model}
+    if used:
+        headers["X-Fallback-From"] = requested
+        # Why the last model before this one was left; no failure at all: its channels were
+        # skipped (breaker open, or saturated).
+        headers["X-Fallback-Reason"] = next(
+            (why for failed, why in reversed(attempts.failures) if failed != route.model),
+            "unavailable")
+    return headers
 
 
 def _budget(header: str | None, policy: Routing) -> int:
@@ -237,6 +290,18 @@ class _Billing:
     reservation: Reservation | None = None
     slot: Slot | None = None  # the key's concurrency slot
     recorded: bool = False
+    requested: str | None = None  # the model's canonical name, when the request asked for
+    # fallbacks: the answer then carries the fallback headers
+
+    def headers(self, headers: dict[str, str], answered: bool = True) -> dict[str, str]:
+        """The answer's headers: `headers`, plus the key's rate-limit state and, for a request
+        that asked for fallbacks, what came of them."""
+        if self.reservation is not None and (limits := self.reservation.headers()):
+            headers.update(limits)
+        if self.requested is not None and self.request is not None:
+            headers.update(_fallback_headers(self.request.model, self.requested,
+                                             self.outcome.attempts, answered))
+        return headers
 
     def finish(self) -> None:
         if self.recorded:
@@ -265,31 +330,42 @@ def _shutting_down() -> ShuttingDown:
 
 
 async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outcome,
-                 billing: _Billing) -> None:
-    first, state = opened.first, opened.chunks.state
+                 billing: _Billing, headers: dict[str, str]) -> None:
+    head, state = opened.first[0], opened.chunks.state
+    # Unless the client asked for OpenAI's own usage chunk (or for none), the usage rides on the
+    # finish chunk, so that no chunk without choices breaks a client's `choices[0]`: that chunk
+    # is held back until the stream ends (the upstream's usage follows it at once). The check is
+    # one per upstream read, never one per chunk.
+    hold = call.request.include_usage is None
+    held: dict[str, Any] | None = None
     try:
-        headers = _served_by(outcome.attempts)
-        if outcome.dropped:
-            headers["X-TokenMux-Dropped-Params"] = ",".join(outcome.dropped)
         await sink.open(headers)
-        await sink.send(first)
+        first = opened.first
+        if hold:
+            first, held = _finish_held(first, None)
+        if first:
+            await sink.send(first)
         # A long stream leaves a checkpoint at most once a second: a crash bills it up to there.
         due = time.perf_counter() + CHECKPOINT_SECONDS
         async for batch in opened.batches:
             if batch:
-                await sink.send(batch)
+                if hold:
+                    batch, held = _finish_held(batch, held)
+                    if batch:
+                        await sink.send(batch)
+                else:
+                    await sink.send(batch)
                 if time.perf_counter() >= due:
                     billing.checkpoint(state)
                     due = time.perf_counter() + CHECKPOINT_SECONDS
         outcome.usage = await _stream_usage(state, call)
         billing.finish()
         tail: list[dict[str, Any]] = []
-        if call.request.include_usage:
-            tail.append({
-                "id": first[0].get("id"), "object": "chat.completion.chunk",
-                "created": first[0].get("created"), "model": call.route.model,
-                "choices": [], "usage": outcome.usage.as_openai(),
-            })
+        if held is not None:
+            held["usage"] = outcome.usage.as_openai()
+            tail.append(held)
+        elif call.request.include_usage:
+            tail.append(_usage_chunk(head, call, outcome.usage))
         await sink.done(tail)
     except GatewayError as error:
         # Headers are gone: the only honest way left to fail is an error event.
@@ -297,7 +373,7 @@ async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outco
         call.route.health.failed()
         outcome.usage = await _stream_usage(state, call)
         billing.finish()
-        await sink.fail(error)
+        await _fail(sink, error, held, outcome.usage)
     except asyncio.CancelledError:
         if not billing.gw.draining:
             raise
@@ -305,7 +381,7 @@ async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outco
         outcome.status, outcome.error_code = stopped.status, stopped.code
         outcome.usage = await _stream_usage(state, call)
         billing.finish()
-        await sink.fail(stopped)
+        await _fail(sink, stopped, held, outcome.usage)
     except ConnectionError:
         # The client hung up between two writes; the upstream is closed on the way out.
         outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
@@ -314,6 +390,42 @@ async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outco
         await opened.close()
         if outcome.usage is None:
             outcome.usage = await _stream_usage(state, call)
+
+
+def _finish_held(batch: list[dict[str, Any]], held: dict[str, Any] | None
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The batch to send now, the held finish chunk (if any) first, and the chunk to hold: the
+    batch's last, when it finishes a choice. Batches are the reader's own fresh lists: taking
+    the last one off copies nothing."""
+    if held is not None:
+        batch = [held, *batch]
+    choices = batch[-1].get("choices")
+    if choices and choices[-1].get("finish_reason") is not None:
+        return batch, batch.pop()
+    return batch, None
+
+
+def _usage_chunk(head: dict[str, Any], call: Call, usage: Usage) -> dict[str, Any]:
+    """OpenAI's own final chunk, for a client that asked for `include_usage`."""
+    chunk: dict[str, Any] = {"id": head.get("id"), "object": "chat.completion.chunk",
+                             "created": head.get("created"), "model": call.route.model}
+    for name in ("service_tier", "system_fingerprint"):  # as the other chunks carry them
+        if (value := head.get(name)) is not None:
+            chunk[name] = value
+    chunk["choices"] = []
+    chunk["usage"] = usage.as_openai()
+    return chunk
+
+
+async def _fail(sink: SseSink, error: GatewayError, held: dict[str, Any] | None,
+                usage: Usage) -> None:
+    if held is not None:  # the finish came; what broke was after it
+        held["usage"] = usage.as_openai()
+        try:
+            await sink.send([held])
+        except ConnectionError:
+            return
+    await sink.fail(error)
 
 
 async def _stream_usage(state: StreamState, call: Call) -> Usage:

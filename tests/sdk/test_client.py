@@ -211,7 +211,7 @@ def test_async_client_streams_and_lists_models(gateway):
                                                        stream=True)
             async with stream:
                 parts = [c.choices[0].delta.content async for c in stream if c.choices]
-            models = [m.id for m in await sdk.models.list()]
+            models = [m.id for m in (await sdk.models.list()).data]
             one = await sdk.models.retrieve("fake-alias")
             with pytest.raises(NotFoundError):
                 await sdk.chat.completions.create(model="absent", messages=HELLO)

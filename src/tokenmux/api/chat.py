@@ -22,10 +22,12 @@ class ChatRequest:
     body: dict[str, Any]
     model: str
     stream: bool
-    include_usage: bool  # what the client asked for; the upstream is always asked for usage
+    # What the client asked for (None: nothing); the upstream is always asked for usage.
+    include_usage: bool | None
     max_output: int | None
     user: str | None
     models: list[str]  # the request's own fallback models, taken out of the body
+    fallbacks: Fallbacks | None = None  # `fallback_*` fields, taken out of the body
 
 
 def parse_chat(raw: bytes) -> ChatRequest:
@@ -44,17 +46,56 @@ def parse_chat(raw: bytes) -> ChatRequest:
 
     stream = bool(body.get("stream"))
     options = body.get("stream_options")
-    include_usage = True
+    include_usage = None
     if options is not None:
         if not stream:
             raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.",
                                  param="stream_options")
-        include_usage = options.get("include_usage") is not False
+        include_usage = options.get("include_usage")  # a boolean or None, as check_fields saw
     models = body.pop("models", None)
     if models:  # rare; most requests name one model and pay nothing here
         if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
             raise InvalidRequest("'models' must be an array of model names.", param="models")
         models = [m for m in models if m != model]
     max_output = body.get("max_completion_tokens") or body.get("max_tokens")
+    fallbacks = None if body.keys().isdisjoint(_ASKS_FALLBACK) else _fallbacks(body)
     return ChatRequest(body, model, stream, include_usage, max_output, body.get("user"),
-                       models or [])
+                       models or [], fallbacks)
+
+
+_ASKS_FALLBACK = frozenset({"fallback_models", "fallback_timeout", "fallback_enabled"})
+MAX_FALLBACK_MODELS = 5
+MIN_FALLBACK_TIMEOUT_MS, MAX_FALLBACK_TIMEOUT_MS = 5_000, 300_000
+
+
+@dataclass(slots=True)
+class Fallbacks:
+    """The request's `fallback_models`, `fallback_timeout` and `fallback_enabled`; None where
+    the request left a field out (the key's default, then the gateway's, applies)."""
+
+    models: list[str] | None
+    timeout_ms: int | None
+    enabled: bool | None
+
+
+def _fallbacks(body: dict[str, Any]) -> Fallbacks:
+    models = body.pop("fallback_models", None)
+    timeout = body.pop("fallback_timeout", None)
+    enabled = body.pop("fallback_enabled", None)
+    if models is not None:
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise InvalidRequest("'fallback_models' must be an array of model names.",
+                                 param="fallback_models")
+        if len(models) > MAX_FALLBACK_MODELS:
+            raise InvalidRequest(f"'fallback_models' takes at most {MAX_FALLBACK_MODELS} "
+                                 f"models; got {len(models)}.", param="fallback_models")
+    if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int)
+            or not MIN_FALLBACK_TIMEOUT_MS <= timeout <= MAX_FALLBACK_TIMEOUT_MS):
+        raise InvalidRequest(
+            f"'fallback_timeout' must be a whole number of milliseconds from "
+            f"{MIN_FALLBACK_TIMEOUT_MS} to {MAX_FALLBACK_TIMEOUT_MS}; got {timeout!r}.",
+            param="fallback_timeout")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise InvalidRequest("'fallback_enabled' must be a boolean.", param="fallback_enabled")
+    return Fallbacks(models, timeout, enabled)

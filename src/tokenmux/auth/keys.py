@@ -22,6 +22,10 @@ class Principal:
     tpm: int | None = None
     tier: Tier = Tier.MEDIUM
     max_tier: Tier | None = None
+    # Tried when a request names no `fallback_models` of its own (`fallback_enabled` may refuse
+    # them); the timeout, milliseconds, is the request's `fallback_timeout` when it sends none.
+    fallback_models: tuple[str, ...] = ()
+    fallback_timeout_ms: int | None = None
 
 
 def new_secret() -> str:

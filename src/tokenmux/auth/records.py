@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from sqlalchemy import Engine, func, select, update
 
 from tokenmux.auth.keys import Principal, display_prefix, hash_key, new_key_id, new_secret
@@ -27,35 +28,55 @@ class KeyRecord:
     max_tier: str | None
     created_at: datetime
     revoked_at: datetime | None
+    fallback_models: tuple[str, ...] = ()
+    fallback_timeout_ms: int | None = None
 
 
 def create_key(engine: Engine, name: str, *, rpm: int | None = None, tpm: int | None = None,
-               is_admin: bool = False, tier: str | None = None,
-               max_tier: str | None = None) -> tuple[str, KeyRecord]:
+               is_admin: bool = False, tier: str | None = None, max_tier: str | None = None,
+               fallback_models: tuple[str, ...] = (),
+               fallback_timeout_ms: int | None = None) -> tuple[str, KeyRecord]:
     """Returns the secret, which exists nowhere else afterwards, and the stored record."""
     secret = new_secret()
     now = datetime.now(UTC)
     record = KeyRecord(new_key_id(), name, display_prefix(secret), is_admin, rpm, tpm, tier,
-                       max_tier, now, None)
+                       max_tier, now, None, tuple(fallback_models), fallback_timeout_ms)
     with engine.begin() as conn:
         conn.execute(api_keys.insert().values(
             id=record.id, name=name, key_hash=hash_key(secret), prefix=record.prefix,
             is_admin=is_admin, rpm=rpm, tpm=tpm, tier=tier, max_tier=max_tier,
-            created_at=now, updated_at=now,
+            fallback_models=_models_text(record.fallback_models),
+            fallback_timeout_ms=fallback_timeout_ms, created_at=now, updated_at=now,
         ))
     return secret, record
+
+
+def _models_text(models: tuple[str, ...]) -> str | None:
+    return orjson.dumps(list(models)).decode() if models else None
+
+
+def _models(text: str | None) -> tuple[str, ...]:
+    # Written by create_key alone; anything else in the column reads as no defaults.
+    try:
+        models = orjson.loads(text) if text else None
+    except orjson.JSONDecodeError:
+        return ()
+    if not isinstance(models, list):
+        return ()
+    return tuple(m for m in models if isinstance(m, str) and m)
 
 
 def list_keys(engine: Engine, *, include_revoked: bool = False) -> list[KeyRecord]:
     query = select(
         api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.is_admin, api_keys.c.rpm,
         api_keys.c.tpm, api_keys.c.tier, api_keys.c.max_tier, api_keys.c.created_at,
-        api_keys.c.revoked_at,
+        api_keys.c.revoked_at, api_keys.c.fallback_models, api_keys.c.fallback_timeout_ms,
     ).order_by(api_keys.c.created_at)
     if not include_revoked:
         query = query.where(api_keys.c.revoked_at.is_(None))
     with engine.connect() as conn:
-        return [KeyRecord(**row._mapping) for row in conn.execute(query)]
+        return [KeyRecord(**{**row._mapping, "fallback_models": _models(row.fallback_models)})
+                for row in conn.execute(query)]
 
 
 def revoke_key(engine: Engine, key_id_or_name: str) -> list[str]:
@@ -83,15 +104,17 @@ def live_principals(engine: Engine) -> dict[str, Principal]:
     read (a tier it does not know, written by hand or by a newer version) is left out with a
     warning, so one bad row never stops the others from loading."""
     query = select(api_keys.c.key_hash, api_keys.c.id, api_keys.c.name, api_keys.c.is_admin,
-                   api_keys.c.rpm, api_keys.c.tpm, api_keys.c.tier, api_keys.c.max_tier
+                   api_keys.c.rpm, api_keys.c.tpm, api_keys.c.tier, api_keys.c.max_tier,
+                   api_keys.c.fallback_models, api_keys.c.fallback_timeout_ms,
                    ).where(api_keys.c.revoked_at.is_(None))
     principals: dict[str, Principal] = {}
     with engine.connect() as conn:
-        for key_hash, key_id, name, is_admin, rpm, tpm, tier, max_tier in conn.execute(query):
+        for (key_hash, key_id, name, is_admin, rpm, tpm, tier, max_tier, fallbacks,
+             timeout_ms) in conn.execute(query):
             try:
                 principals[key_hash] = Principal(
                     key_id, name, is_admin, rpm, tpm, tier_named(tier) if tier else Tier.MEDIUM,
-                    tier_named(max_tier) if max_tier else None)
+                    tier_named(max_tier) if max_tier else None, _models(fallbacks), timeout_ms)
             except KeyError as unknown:
                 log.warning("key %s is left out: unknown tier %s", key_id, unknown)
     return principals

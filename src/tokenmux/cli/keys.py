@@ -5,8 +5,14 @@ from __future__ import annotations
 import click
 import orjson
 
+from tokenmux.api.chat import (
+    MAX_FALLBACK_MODELS,
+    MAX_FALLBACK_TIMEOUT_MS,
+    MIN_FALLBACK_TIMEOUT_MS,
+)
 from tokenmux.auth import records
 from tokenmux.cli.common import config_option, load, open_database
+from tokenmux.config.schema import ECHO_MODEL, Config
 from tokenmux.routing.tiers import NAMES as TIERS
 from tokenmux.routing.tiers import tier_named
 
@@ -26,20 +32,46 @@ def keys() -> None:
               help="Service tier of its requests when they send no X-Tier (default: medium).")
 @click.option("--max-tier", type=click.Choice(TIERS), default=None,
               help="Highest tier its requests may ask for with X-Tier.")
+@click.option("--fallback-model", "fallback_models", multiple=True,
+              help="A model tried when the requested one fails, for requests that name no "
+                   f"fallback_models of their own (repeat, up to {MAX_FALLBACK_MODELS}).")
+@click.option("--fallback-timeout", "fallback_timeout",
+              type=click.IntRange(MIN_FALLBACK_TIMEOUT_MS, MAX_FALLBACK_TIMEOUT_MS), default=None,
+              help="Milliseconds an attempt may take before the next model is tried "
+                   "(default 30000).")
 def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
-           admin: bool, tier: str | None, max_tier: str | None) -> None:
+           admin: bool, tier: str | None, max_tier: str | None,
+           fallback_models: tuple[str, ...], fallback_timeout: int | None) -> None:
     """Create a key; its secret is printed once, as the last line."""
     if tier and max_tier and tier_named(tier) > tier_named(max_tier):
         raise click.BadParameter(f"the default tier {tier!r} is above --max-tier {max_tier!r}",
                                  param_hint="--tier")
-    engine = open_database(load(config_path))
+    config = load(config_path)
+    _check_fallbacks(config, fallback_models)
+    engine = open_database(config)
     secret, record = records.create_key(engine, name, rpm=rpm, tpm=tpm, is_admin=admin,
-                                        tier=tier, max_tier=max_tier)
+                                        tier=tier, max_tier=max_tier,
+                                        fallback_models=fallback_models,
+                                        fallback_timeout_ms=fallback_timeout)
     limits = ", ".join(f"{v} {k}" for k, v in (("rpm", rpm), ("tpm", tpm)) if v) or "no limits"
     limits += f", tier {tier or 'medium'}" + (f" (at most {max_tier})" if max_tier else "")
+    if fallback_models:
+        limits += ", falls back to " + ", ".join(fallback_models)
     click.echo(f"Created key {record.id} ({name}, {limits}). Its secret is shown only now:",
                err=True)
     click.echo(secret)
+
+
+def _check_fallbacks(config: Config, models: tuple[str, ...]) -> None:
+    if len(models) > MAX_FALLBACK_MODELS:
+        raise click.BadParameter(f"at most {MAX_FALLBACK_MODELS} fallback models; got "
+                                 f"{len(models)}", param_hint="--fallback-model")
+    known = {ECHO_MODEL} if config.echo_model else set()
+    known.update(name for m in config.models for name in (m.name, *m.aliases))
+    for model in models:
+        if model not in known:
+            raise click.BadParameter(f"the config serves no model {model!r}",
+                                     param_hint="--fallback-model")
 
 
 @keys.command(name="list")

@@ -5,6 +5,11 @@ burst 60 requests and then gets one a second, and the time until the next admiss
 which is what `Retry-After` reports. Tokens are reserved from an estimate when a request is
 admitted and settled with the real count when it ends, so concurrent requests see each other.
 
+Every answer to a limited key (JSON, a stream's headers, a 429 or any other error) carries
+OpenAI's `x-ratelimit-limit-*`, `x-ratelimit-remaining-*` and `x-ratelimit-reset-*` headers for
+requests and for tokens, read from these buckets: the remaining allowance once this request is
+admitted, and the time until the bucket is full again, as a duration like "1s", "6m0s" or "20ms".
+
 No single reservation takes more than a whole bucket, whatever `max_tokens` says, and an answer
 longer than its reservation leaves the key at most one bucket in debt: so no key ever waits
 longer than two refills (two minutes), and `Retry-After` never says more than that.
@@ -12,7 +17,9 @@ longer than two refills (two minutes), and `Retry-After` never says more than th
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tokenmux.auth.keys import Principal
@@ -30,10 +37,43 @@ class _Bucket:
         self.level = min(self.capacity, self.level + (now - self.stamp) * rate)
         self.stamp = now
 
+    @property
+    def capacity_int(self) -> int:
+        return int(self.capacity)
+
     def wait_for(self, amount: float) -> float:
         """Seconds until `amount` is available (0 when it already is)."""
         missing = amount - self.level
         return 0.0 if missing <= 0 else missing / (self.capacity / 60.0)
+
+
+def duration(seconds: float) -> str:
+    """A duration as OpenAI's reset headers write it: "20ms", "1s", "8.64s", "6m0s"."""
+    ms = math.ceil(max(seconds, 0.0) * 1000)  # rounded up: a reset never comes early
+    if ms < 1000:
+        return f"{ms}ms"
+    minutes, rest = divmod(ms / 1000, 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+def _limit_headers(kind: str, bucket: _Bucket, now: float, into: dict[str, str]) -> None:
+    rate = bucket.capacity / 60.0
+    level = min(bucket.capacity, bucket.level + (now - bucket.stamp) * rate)
+    into[f"x-ratelimit-limit-{kind}"] = str(int(bucket.capacity))
+    into[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(level)))
+    into[f"x-ratelimit-reset-{kind}"] = duration((bucket.capacity - level) / rate)
+
+
+def limit_headers(requests: _Bucket | None, tokens: _Bucket | None,
+                  now: float | None = None) -> dict[str, str]:
+    now = time.monotonic() if now is None else now
+    headers: dict[str, str] = {}
+    if requests is not None:
+        _limit_headers("requests", requests, now, headers)
+    if tokens is not None:
+        _limit_headers("tokens", tokens, now, headers)
+    return headers
 
 
 @dataclass(slots=True)
@@ -41,6 +81,14 @@ class Reservation:
     bucket: _Bucket | None = None
     reserved: int = 0
     settled: bool = field(default=False)
+    requests: _Bucket | None = None  # the key's requests bucket, for the headers
+    clock: Callable[[], float] = time.monotonic
+
+    def headers(self) -> dict[str, str] | None:
+        """The rate-limit headers of the answer; None for a key without limits."""
+        if self.bucket is None and self.requests is None:
+            return None
+        return limit_headers(self.requests, self.bucket, self.clock())
 
     def settle(self, actual_tokens: int) -> None:
         """Charges the real token count in place of the estimate; a second call does nothing."""
@@ -74,24 +122,29 @@ class MemoryLimiter:
         requests = tokens = None
         if principal.rpm is not None:
             requests = self._bucket(self._requests, principal.key_id, principal.rpm, now)
-            wait = requests.wait_for(1)
-            if wait > 0:
-                raise RateLimited(
-                    f"Rate limit reached for key {principal.name!r}: {principal.rpm} requests "
-                    f"per minute. Retry in {wait:.1f}s.", retry_after=wait, kind="requests")
         if principal.tpm is not None:
             tokens = self._bucket(self._tokens, principal.key_id, principal.tpm, now)
+        if requests is not None:
+            wait = requests.wait_for(1)
+            if wait > 0:
+                refused = RateLimited(
+                    f"Rate limit reached for key {principal.name!r}: {principal.rpm} requests "
+                    f"per minute. Retry in {wait:.1f}s.", retry_after=wait, kind="requests")
+                refused.extra_headers = limit_headers(requests, tokens, now)
+                raise refused
+        needed = 0
+        if tokens is not None:
             # A request larger than the whole allowance waits for a full bucket, not forever,
             # and reserves no more than that bucket: the rest is settled from its real count.
-            needed = min(estimated_tokens, principal.tpm)
+            needed = min(estimated_tokens, tokens.capacity_int)
             wait = tokens.wait_for(needed)
             if wait > 0:
-                raise RateLimited(
+                refused = RateLimited(
                     f"Rate limit reached for key {principal.name!r}: {principal.tpm} tokens "
                     f"per minute. Retry in {wait:.1f}s.", retry_after=wait, kind="tokens")
+                refused.extra_headers = limit_headers(requests, tokens, now)
+                raise refused
+            tokens.level -= needed
         if requests is not None:
             requests.level -= 1
-        if tokens is None:
-            return Reservation()
-        tokens.level -= needed
-        return Reservation(tokens, needed)
+        return Reservation(tokens, needed, requests=requests, clock=self._now)

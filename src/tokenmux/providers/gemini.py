@@ -170,7 +170,8 @@ class GeminiAdapter:
             if index not in memo.started:
                 memo.started.add(index)
                 delta["role"] = "assistant"
-                delta["content"] = ""
+                # A call alone leaves the content null, as in the JSON answer (and OpenAI's).
+                delta["content"] = None if calls and not texts else ""
             if texts:
                 delta["content"] = "".join(texts)
                 state.text.append(delta["content"])

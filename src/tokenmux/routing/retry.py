@@ -18,7 +18,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from tokenmux.config.schema import Routing
@@ -69,6 +69,8 @@ class Attempts:
     route: Route | None = None
     queue_seconds: float = 0.0
     gate: Gate | None = None  # the winner's concurrency slot, held until the answer is out
+    # Each failed attempt that moved on: its model, and why (see `left_because`).
+    failures: list[tuple[str, str]] = field(default_factory=list)
 
     def release(self) -> None:
         if self.gate is not None:
@@ -81,6 +83,15 @@ def retryable(error: GatewayError) -> bool:
         return True
     return isinstance(error, UpstreamRejected) and (
         error.status in (408, 409, 429) or error.status >= 500)
+
+
+def left_because(error: GatewayError) -> str:
+    """Why an attempt was left for the next, as the `X-Fallback-Reason` header says it."""
+    if isinstance(error, UpstreamTimeout):
+        return "timeout"
+    if isinstance(error, UpstreamRejected) and error.status == 429:
+        return "rate_limited"
+    return "upstream_error"
 
 
 def _channel_at_fault(error: GatewayError) -> bool:
@@ -192,10 +203,11 @@ class _Turns(Generic[T]):
 async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing,
                           attempts: Attempts, rng: random.Random, attempt: Attempt[T],
                           discard: Callable[[T], Awaitable[None]] | None = None, *,
-                          limits_itself: bool = False) -> T:
+                          limits_itself: bool = False, max_attempts: int | None = None) -> T:
     """Runs `attempt` on the plan's channels until one answers. On success `attempts.route` is
     the channel that answered and `attempts.gate` its concurrency slot, for the caller to
     release once the answer is out; `discard` closes an answer that lost a hedge.
+    `max_attempts` raises the policy's cap for a request that asked for more fallback models.
 
     An attempt that `limits_itself` keeps to the time limit it is given, which spares the
     common path an asyncio timeout of its own (a timer, a task lookup and a reschedule)."""
@@ -203,7 +215,8 @@ async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing
     last: GatewayError | None = None
     n = len(plan)
     i = 0
-    while attempts.count < policy.max_attempts:
+    cap = policy.max_attempts if max_attempts is None else max(max_attempts, policy.max_attempts)
+    while attempts.count < cap:
         route = plan[i % n]
         if route.gate is not None and not route.gate.free() and attempts.tier != Tier.SLOW:
             # Saturated: spill over to a later channel with room; the slow tier waits instead.
@@ -218,7 +231,7 @@ async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing
         remaining = deadline.remaining()
         if remaining <= 0:
             raise deadline.exceeded(attempts.count)
-        hedge = (attempts.tier == Tier.LUDICROUS and policy.max_attempts - attempts.count >= 2
+        hedge = (attempts.tier == Tier.LUDICROUS and cap - attempts.count >= 2
                  and n > 1 and plan[(i + 1) % n] is not route)
         attempts.route = route
         before = attempts.count
@@ -240,6 +253,7 @@ async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing
             if not retryable(error):
                 raise
             last = error
+            attempts.failures.append((route.model, left_because(error)))
             if isinstance(error, UpstreamFailed) and not error.retryable:
                 # Bad credentials or an unknown model: another channel may serve, this one
                 # will not, however often it is asked.

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Generator, Mapping
 from typing import Any
 
 import openai
+from openai.pagination import AsyncPage, SyncPage
 from openai.types import Model
 from openai.types.chat import ChatCompletion
 
@@ -113,9 +114,10 @@ class _Models:
     def __init__(self, client: openai.OpenAI):
         self._client = client
 
-    def list(self) -> list[Model]:
+    def list(self) -> SyncPage[Model]:
+        """The page the openai client returns: iterate it, or read `.data`."""
         try:
-            return list(self._client.models.list())
+            return self._client.models.list()
         except openai.OpenAIError as exc:
             raise convert(exc) from None
 
@@ -130,15 +132,38 @@ class _AsyncModels:
     def __init__(self, client: openai.AsyncOpenAI):
         self._client = client
 
-    async def list(self) -> list[Model]:
-        try:
-            return [model async for model in self._client.models.list()]
-        except openai.OpenAIError as exc:
-            raise convert(exc) from None
+    def list(self) -> _ModelPages:
+        """As with the openai client: `await` it for the page (`.data`), or `async for` it."""
+        return _ModelPages(self._client)
 
     async def retrieve(self, model: str) -> Model:
         try:
             return await self._client.models.retrieve(model)
+        except openai.OpenAIError as exc:
+            raise convert(exc) from None
+
+
+class _ModelPages:
+    """What `AsyncTokenMux.models.list()` returns: awaitable for the page, and iterable, like
+    the openai client's paginator, with the SDK's own errors."""
+
+    def __init__(self, client: openai.AsyncOpenAI):
+        self._client = client
+
+    def __await__(self) -> Generator[Any, None, AsyncPage[Model]]:
+        return self._page().__await__()
+
+    async def _page(self) -> AsyncPage[Model]:
+        try:
+            return await self._client.models.list()
+        except openai.OpenAIError as exc:
+            raise convert(exc) from None
+
+    async def __aiter__(self) -> AsyncIterator[Model]:
+        page = await self._page()
+        try:
+            async for model in page:
+                yield model
         except openai.OpenAIError as exc:
             raise convert(exc) from None
 

@@ -24,4 +24,6 @@ def error_response(error: GatewayError, request_id: str) -> web.Response:
     headers = error.headers()
     if error.retries_spent:
         headers["x-should-retry"] = "false"
+    if error.extra_headers:
+        headers.update(error.extra_headers)
     return json_response(error.body(), request_id, error.status, headers)

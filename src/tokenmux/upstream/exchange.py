@@ -96,6 +96,8 @@ class HttpProvider:
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
+            if len(self._timeouts) > 4096:  # a request's `fallback_timeout` may be any value
+                self._timeouts.clear()
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
 
@@ -116,6 +118,8 @@ class HttpProvider:
         # The channel timeout bounds the wait for the answer to start and every silence after.
         timeout = self._stream_timeouts.get(seconds)
         if timeout is None:
+            if len(self._stream_timeouts) > 4096:
+                self._stream_timeouts.clear()
             timeout = self._stream_timeouts[seconds] = aiohttp.ClientTimeout(
                 total=None, sock_connect=min(seconds, 30), sock_read=seconds)
         return timeout
