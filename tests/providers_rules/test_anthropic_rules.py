@@ -30,7 +30,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, claude: FakeAnthropic) -> 
         providers:
           claude: {{kind: anthropic, base_url: "{claude.base_url}", api_key: {claude.api_key}}}
           claude-next: {{kind: anthropic, base_url: "{claude.base_url}", api_key: {claude.api_key},
-                         headers: {{anthropic-version: "2099-01-01", anthropic-beta: rules-1}}}}
+                         headers: {{anthropic-version: "2023-06-01", anthropic-beta: rules-1}}}}
         models:
           - name: claude
             channels: [{{provider: claude, model: claude-sonnet-4-5}}]
@@ -79,7 +79,8 @@ def test_openais_bookkeeping_fields_are_left_behind(gateway, claude):
     assert not {"metadata", "store", "service_tier", "prompt_cache_key"} & set(sent)
 
 
-@pytest.mark.parametrize("field", ["vendor_knob", "top_k"])
+# `top_k` is a sampling hint: the parameter policy drops it rather than refuse it.
+@pytest.mark.parametrize("field", ["vendor_knob", "prompt_template"])
 def test_an_unknown_field_is_a_400_naming_it(gateway, claude, field):
     before = len(claude.received)
     response = gateway.post(hello(**{field: 3}))
@@ -105,8 +106,8 @@ def test_gif_and_webp_data_urls_go_as_base64_images(gateway, claude):
 
 def test_the_providers_headers_override_the_api_version(gateway, claude):
     assert gateway.post(hello()).status_code == 200
-    assert claude.last().headers["anthropic-version"] == "2023-06-01"
+    assert claude.last().headers["anthropic-version"] == "2026-10-21"
     assert gateway.post(hello(model="claude-next")).status_code == 200
     sent = claude.last().headers
-    assert sent.getall("anthropic-version") == ["2099-01-01"]  # replaced, not sent twice
+    assert sent.getall("anthropic-version") == ["2023-06-01"]  # replaced, not sent twice
     assert sent["anthropic-beta"] == "rules-1"
