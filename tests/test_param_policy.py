@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.conftest import ADMIN_KEY, Gateway, started_gateway
@@ -197,6 +198,22 @@ def test_strict_params_restores_the_400(gateway, fakes):
     response = gateway.post({"model": "claude-sonnet-4-5", "messages": user("Hi")},
                             headers={"X-Strict-Params": "false"})
     assert response.status_code == 200
+
+
+def test_a_strict_key_is_refused_and_its_header_may_relax_it(gateway, fakes):
+    secret = gateway.cli("keys", "create", "--name", "strict-key",
+                         "--strict-params").stdout.split()[-1]
+    before = len(fakes.claude.received)
+    body = {"model": "claude-sonnet-4-5", "messages": user("Hi"), "temperature": 0.3}
+    response = gateway.post(body, key=secret)
+    assert (response.status_code, response.json()["error"]["param"]) == (400, "temperature")
+    assert len(fakes.claude.received) == before
+    # The header, when sent, is the request's own say.
+    relaxed = gateway.post(body, key=secret, headers={"X-Strict-Params": "false"})
+    assert relaxed.status_code == 200, relaxed.text
+    assert relaxed.headers["X-TokenMux-Dropped-Params"] == "temperature"
+    listed = {k["name"]: k for k in orjson.loads(gateway.cli("keys", "list", "--json").stdout)}
+    assert listed["strict-key"]["strict_params"] is True
 
 
 def test_a_malformed_strict_header_is_a_400(gateway):

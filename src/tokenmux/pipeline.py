@@ -132,7 +132,10 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         billing.reservation = gw.limiter.reserve(
             principal, prompt + answers * entry.answer_estimate(request.max_output, prompt))
         chat = request
-        strict = inbound.strict_params is not None and _strict(inbound.strict_params)
+        # The header decides when sent; else the key's own setting (the provider's is in the
+        # route's policy already).
+        strict = (principal.strict_params if inbound.strict_params is None
+                  else _strict(inbound.strict_params))
 
         def call(route: Route, limit: float | None = None) -> Call:
             # The policy is the route's own: a fallback to another provider applies its own.

@@ -26,6 +26,8 @@ class Principal:
     # them); the timeout, milliseconds, is the request's `fallback_timeout` when it sends none.
     fallback_models: tuple[str, ...] = ()
     fallback_timeout_ms: int | None = None
+    # Refuse, rather than drop, a sampling field a model does not take (as X-Strict-Params).
+    strict_params: bool = False
 
 
 def new_secret() -> str:

@@ -39,9 +39,12 @@ def keys() -> None:
               type=click.IntRange(MIN_FALLBACK_TIMEOUT_MS, MAX_FALLBACK_TIMEOUT_MS), default=None,
               help="Milliseconds an attempt may take before the next model is tried "
                    "(default 30000).")
+@click.option("--strict-params", is_flag=True,
+              help="Refuse (400), rather than drop, sampling fields a model does not take.")
 def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
            admin: bool, tier: str | None, max_tier: str | None,
-           fallback_models: tuple[str, ...], fallback_timeout: int | None) -> None:
+           fallback_models: tuple[str, ...], fallback_timeout: int | None,
+           strict_params: bool) -> None:
     """Create a key; its secret is printed once, as the last line."""
     if tier and max_tier and tier_named(tier) > tier_named(max_tier):
         raise click.BadParameter(f"the default tier {tier!r} is above --max-tier {max_tier!r}",
@@ -52,11 +55,14 @@ def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
     secret, record = records.create_key(engine, name, rpm=rpm, tpm=tpm, is_admin=admin,
                                         tier=tier, max_tier=max_tier,
                                         fallback_models=fallback_models,
-                                        fallback_timeout_ms=fallback_timeout)
+                                        fallback_timeout_ms=fallback_timeout,
+                                        strict_params=strict_params)
     limits = ", ".join(f"{v} {k}" for k, v in (("rpm", rpm), ("tpm", tpm)) if v) or "no limits"
     limits += f", tier {tier or 'medium'}" + (f" (at most {max_tier})" if max_tier else "")
     if fallback_models:
         limits += ", falls back to " + ", ".join(fallback_models)
+    if strict_params:
+        limits += ", strict parameters"
     click.echo(f"Created key {record.id} ({name}, {limits}). Its secret is shown only now:",
                err=True)
     click.echo(secret)

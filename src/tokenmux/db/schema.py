@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -33,6 +34,8 @@ api_keys = Table(
     Column("max_tier", String(16)),  # the highest tier X-Tier may ask for; NULL: any
     Column("fallback_models", Text),  # a JSON array: models tried when the request names none
     Column("fallback_timeout_ms", Integer),  # the wait before the next fallback; NULL: default
+    # True: a field the target does not take is refused (400), never dropped
+    Column("strict_params", Boolean, nullable=False, server_default=false()),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),

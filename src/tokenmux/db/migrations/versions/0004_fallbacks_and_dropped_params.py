@@ -1,4 +1,5 @@
-"""Each key's default fallbacks, and the request fields each request had dropped.
+"""Each key's default fallbacks and parameter strictness, and the request fields each request
+had dropped.
 
 Revision ID: 0004
 Revises: 0003
@@ -17,6 +18,8 @@ def upgrade() -> None:
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("fallback_models", sa.Text))  # a JSON array of model names
         batch.add_column(sa.Column("fallback_timeout_ms", sa.Integer))
+        batch.add_column(sa.Column("strict_params", sa.Boolean, nullable=False,
+                                   server_default=sa.false()))
     with op.batch_alter_table("usage") as batch:
         batch.add_column(sa.Column("dropped_params", sa.String(256)))
 
@@ -25,5 +28,6 @@ def downgrade() -> None:
     with op.batch_alter_table("usage") as batch:
         batch.drop_column("dropped_params")
     with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("strict_params")
         batch.drop_column("fallback_timeout_ms")
         batch.drop_column("fallback_models")
