@@ -36,9 +36,9 @@ from tokenmux.providers.base import (
     Usage,
     counted_usage,
 )
-from tokenmux.routing import Route
+from tokenmux.routing import Route, fallbacks
 from tokenmux.routing.params import dropped, keep_first_tool_call
-from tokenmux.routing.plan import FallbackModels, plan
+from tokenmux.routing.plan import plan
 from tokenmux.routing.retry import Attempts, Deadline, attempt_in_turn
 from tokenmux.routing.tiers import NAMES as TIER_NAMES
 from tokenmux.routing.tiers import requested_tier
@@ -46,7 +46,6 @@ from tokenmux.routing.tiers import requested_tier
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
 CHECKPOINT_SECONDS = 1.0
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 5_000, 300_000
-DEFAULT_FALLBACK_TIMEOUT_MS = 30_000
 
 
 @dataclass(slots=True)
@@ -122,7 +121,7 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
                                      if "max_completion_tokens" in request.body else "max_tokens")
         fallback = None
         if request.fallbacks is not None or principal.fallback_models or request.models:
-            fallback = _fallback(request, principal)
+            fallback = fallbacks.chosen(request, principal)
             billing.requested = entry.name
         routes = plan(gw.catalog, entry, request.models, tier, gw.rng, fallback)
         # One attempt per model at least, for a request that asked for more models than that.
@@ -178,44 +177,6 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         raise stopped from None
     finally:
         billing.finish()
-
-
-def _fallback(request: ChatRequest, principal: Principal) -> FallbackModels | None:
-    """The request's fallback models, else its key's; None when there are none, or when the
-    request turned them off with `fallback_enabled: false`."""
-    asked = request.fallbacks
-    models, strict = principal.fallback_models, False
-    timeout = principal.fallback_timeout_ms
-    if asked is not None:
-        if asked.enabled is False:
-            return None
-        if asked.models is not None:
-            models, strict = tuple(asked.models), True
-        timeout = asked.timeout_ms or timeout
-    if not models:
-        return None
-    return FallbackModels(models, (timeout or DEFAULT_FALLBACK_TIMEOUT_MS) / 1000, strict)
-
-
-def _fallback_headers(requested: str, model: str, attempts: Attempts,
-                      answered: bool) -> dict[str, str]:
-    """`X-Fallback-*` and `X-Actual-Model` for a request that asked for fallback models: on an
-    answer, whether another model gave it; on an error, whether another model was tried (the
-    actual model is then the last one tried, whose failure the error reports)."""
-    route = attempts.route
-    if route is None:  # refused before any attempt
-        return {"X-Fallback-Used": "false"}
-    used = route.model != model or (
-        not answered and any(failed != model for failed, _ in attempts.failures))
-    headers = {"X-Fallback-Used": "true" if used else "false", "X-Actual-Model": route.model}
-    if used:
-        headers["X-Fallback-From"] = requested
-        # Why the last model before this one was left; no failure at all: its channels were
-        # skipped (breaker open, or saturated).
-        headers["X-Fallback-Reason"] = next(
-            (why for failed, why in reversed(attempts.failures) if failed != route.model),
-            "unavailable")
-    return headers
 
 
 def _budget(header: str | None, policy: Routing) -> int:
@@ -302,7 +263,7 @@ class _Billing:
         if self.reservation is not None and (limits := self.reservation.headers()):
             headers.update(limits)
         if self.requested is not None and self.request is not None:
-            headers.update(_fallback_headers(self.request.model, self.requested,
+            headers.update(fallbacks.headers(self.request.model, self.requested,
                                              self.outcome.attempts, answered))
         return headers
 
