@@ -52,3 +52,35 @@ def every_kind(directory: Path) -> Iterator[EveryKind]:
     finally:
         for fake in (openai, anthropic, gemini):
             fake.stop()
+
+
+VIA_EACH_KIND = ("via-openai", "via-anthropic", "via-gemini")
+
+
+@contextmanager
+def via_each_kind(directory: Path, upstream: FakeOpenAI) -> Iterator[Gateway]:
+    """A gateway with one model per provider kind, `via-openai` (on UPSTREAM), `via-anthropic`
+    and `via-gemini` (on fakes of their own), each priced by its provider's table."""
+    claude, gemini = FakeAnthropic().start(), FakeGemini().start()
+    try:
+        running = started_gateway(directory, f"""\
+            providers:
+              openai: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-openai,
+                        price_provider: openai}}
+              anthropic: {{kind: anthropic, base_url: "{claude.base_url}",
+                           api_key: {claude.api_key}, price_provider: anthropic}}
+              gemini: {{kind: gemini, base_url: "{gemini.base_url}", api_key: {gemini.api_key},
+                        price_provider: google}}
+            models:
+              - {{name: via-openai, channels: [{{provider: openai, model: gpt-4.1-mini}}]}}
+              - name: via-anthropic
+                channels: [{{provider: anthropic, model: claude-sonnet-4-5}}]
+              - {{name: via-gemini, channels: [{{provider: gemini, model: gemini-2.5-flash}}]}}
+            """)
+        try:
+            yield running
+        finally:
+            running.stop()
+    finally:
+        claude.stop()
+        gemini.stop()

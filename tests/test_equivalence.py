@@ -8,12 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Gateway, started_gateway
-from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.fakes.gemini_upstream import FakeGemini
+from tests.conftest import Gateway
+from tests.every_kind import VIA_EACH_KIND, via_each_kind
 from tests.fakes.openai_upstream import FakeOpenAI
 
-KINDS = ["via-openai", "via-anthropic", "via-gemini"]
+KINDS = list(VIA_EACH_KIND)
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
@@ -22,24 +21,8 @@ FINAL_ANSWER = "It is sunny in Paris"  # what every fake says once it has the to
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> Iterator[Gateway]:
-    claude, gemini = FakeAnthropic().start(), FakeGemini().start()
-    running = started_gateway(tmp_path_factory.mktemp("equivalence"), f"""\
-        providers:
-          openai: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-openai,
-                    price_provider: openai}}
-          anthropic: {{kind: anthropic, base_url: "{claude.base_url}", api_key: {claude.api_key},
-                       price_provider: anthropic}}
-          gemini: {{kind: gemini, base_url: "{gemini.base_url}", api_key: {gemini.api_key},
-                    price_provider: google}}
-        models:
-          - {{name: via-openai, channels: [{{provider: openai, model: gpt-4.1-mini}}]}}
-          - {{name: via-anthropic, channels: [{{provider: anthropic, model: claude-sonnet-4-5}}]}}
-          - {{name: via-gemini, channels: [{{provider: gemini, model: gemini-2.5-flash}}]}}
-        """)
-    yield running
-    running.stop()
-    claude.stop()
-    gemini.stop()
+    with via_each_kind(tmp_path_factory.mktemp("equivalence"), upstream) as running:
+        yield running
 
 
 @pytest.mark.parametrize("model", KINDS)

@@ -13,32 +13,18 @@ import litellm
 import pytest
 from langchain_openai import ChatOpenAI
 
-from tests.conftest import ADMIN_KEY, Gateway, started_gateway
-from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.fakes.gemini_upstream import FakeGemini
+from tests.conftest import ADMIN_KEY, Gateway
+from tests.every_kind import VIA_EACH_KIND, via_each_kind
 from tests.fakes.openai_upstream import FakeOpenAI
 
-KINDS = ["via-openai", "via-anthropic", "via-gemini", "tokenmux/echo"]
+KINDS = [*VIA_EACH_KIND, "tokenmux/echo"]
 SAY = [{"role": "user", "content": "Say hello"}]
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> Iterator[Gateway]:
-    claude, gemini = FakeAnthropic().start(), FakeGemini().start()
-    running = started_gateway(tmp_path_factory.mktemp("stream-clients"), f"""\
-        providers:
-          openai: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-openai}}
-          anthropic: {{kind: anthropic, base_url: "{claude.base_url}", api_key: {claude.api_key}}}
-          gemini: {{kind: gemini, base_url: "{gemini.base_url}", api_key: {gemini.api_key}}}
-        models:
-          - {{name: via-openai, channels: [{{provider: openai, model: gpt-4.1-mini}}]}}
-          - {{name: via-anthropic, channels: [{{provider: anthropic, model: claude-sonnet-4-5}}]}}
-          - {{name: via-gemini, channels: [{{provider: gemini, model: gemini-2.5-flash}}]}}
-        """)
-    yield running
-    running.stop()
-    claude.stop()
-    gemini.stop()
+    with via_each_kind(tmp_path_factory.mktemp("stream-clients"), upstream) as running:
+        yield running
 
 
 def raw_events(gateway: Gateway, body: dict) -> list[dict]:
