@@ -18,6 +18,8 @@ import httpx2 as httpx
 import openai
 import pytest
 
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
 
 # litellm (a client some tests drive) reads its price map from its own package, not the network.
@@ -197,6 +199,22 @@ class Gateway:
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+# The Anthropic and Gemini fakes: one per test module, as each module configures its own gateway
+# around it and counts what it received.
+@pytest.fixture(scope="module")
+def claude() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def gemini() -> Iterator[FakeGemini]:
+    fake = FakeGemini().start()
     yield fake
     fake.stop()
 

@@ -26,13 +26,6 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 32).decode()
 
 
 @pytest.fixture(scope="module")
-def claude() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, claude: FakeAnthropic) -> Iterator[Gateway]:
     running = started_gateway(tmp_path_factory.mktemp("anthropic"), f"""\
         routing: {{backoff_initial_ms: 10, breaker: {{failures: 1000000}}}}

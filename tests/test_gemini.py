@@ -26,13 +26,6 @@ MODEL = "gemini-2.5-flash"
 
 
 @pytest.fixture(scope="module")
-def gemini() -> Iterator[FakeGemini]:
-    fake = FakeGemini().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, gemini: FakeGemini) -> Iterator[Gateway]:
     running = started_gateway(tmp_path_factory.mktemp("gemini"), f"""\
         routing: {{backoff_initial_ms: 10, breaker: {{failures: 1000000}}}}

@@ -17,13 +17,6 @@ WEBP = base64.b64encode(b"RIFF\x1a\x00\x00\x00WEBPVP8 " + b"\0" * 14).decode()
 
 
 @pytest.fixture(scope="module")
-def claude() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, claude: FakeAnthropic) -> Iterator[Gateway]:
     running = started_gateway(tmp_path_factory.mktemp("anthropic-rules"), f"""\
         routing: {{backoff_initial_ms: 10, breaker: {{failures: 1000000}}}}
