@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +107,10 @@ class Gateway:
     def _config_args(self) -> list[str]:
         return ["--config", str(self.config)] if self.config else []
 
-    def start(self, timeout: float = 30) -> Gateway:
+    def start(self, timeout: float = 30, args: Sequence[str] = ()) -> Gateway:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tokenmux", "serve", *self._config_args(),
-             "--port", str(self.port)],
+             "--port", str(self.port), *args],
             cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True,
         )

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import random
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,8 @@ class Gateway:
     # The handlers of chat requests in flight, so that a stop can end them when its grace is out.
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
     draining: bool = False  # the stop's grace is out: a cancelled request ends as shutting_down
+    workers: int = 1  # processes serving the same port on this machine
+    instance: str = ""  # this process, as its ledger rows name it: host/worker index
 
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "the gateway has not been started"
@@ -107,7 +110,7 @@ class Gateway:
         return True
 
 
-def _ledger(config: Config, engine: Engine) -> LedgerWriter:
+def _ledger(config: Config, engine: Engine, instance: str) -> LedgerWriter:
     settings = config.ledger
     wal_dir = settings.wal_dir or (
         config.database + ".ledger" if "://" not in config.database else "tokenmux-ledger")
@@ -115,12 +118,16 @@ def _ledger(config: Config, engine: Engine) -> LedgerWriter:
         engine, wal_dir, batch_size=settings.batch_size,
         flush_interval=settings.flush_interval_ms / 1000, max_pending=settings.max_pending,
         fsync=settings.fsync, retry_max=settings.retry_max_ms / 1000,
-        legacy_spool=settings.spool,
+        legacy_spool=settings.spool, instance=instance,
     )
 
 
-def build(config: Config, *, engine: Engine | None = None) -> Gateway:
+def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
+          worker_index: int = 0) -> Gateway:
+    """WORKERS processes serve this machine's port, this one as WORKER_INDEX; without a shared
+    store each holds 1/WORKERS of every key's rate limits."""
     engine = engine or connect(config.database)
+    instance = f"{socket.gethostname()}/{worker_index}"
     static: dict[str, Principal] = {}
     if config.admin_key:
         static[hash_key(config.admin_key)] = Principal("admin", "admin", is_admin=True)
@@ -128,11 +135,13 @@ def build(config: Config, *, engine: Engine | None = None) -> Gateway:
         config=config,
         catalog=Catalog(config),
         keys=KeyCache(engine, static=static, poll_interval=KEY_POLL_SECONDS),
-        limiter=MemoryLimiter(),
+        limiter=MemoryLimiter(share=workers),
         providers={},
-        ledger=_ledger(config, engine),
+        ledger=_ledger(config, engine, instance),
         engine=engine,
         concurrency=KeyConcurrency(config.server.max_concurrent_per_key),
+        workers=workers,
+        instance=instance,
     )
     providers: dict[str, Provider] = {ECHO_PROVIDER: EchoProvider()}
     for name, provider in config.providers.items():

@@ -51,8 +51,9 @@ class _Drained:
 class LedgerWriter:
     def __init__(self, engine: Engine, wal_dir: str, *, batch_size: int, flush_interval: float,
                  max_pending: int, fsync: bool = False, retry_max: float = 5.0,
-                 legacy_spool: str | None = None):
+                 legacy_spool: str | None = None, instance: str | None = None):
         root = Path(wal_dir)
+        self._instance = instance  # stamped on each row: which process served it
         self._dead = DeadLetters(root / "dead-letter.jsonl")
         self._store = Store(engine, self._dead)
         self._live: dict[str, bytes] = {}  # row id → the latest checkpoint of a live stream
@@ -77,6 +78,7 @@ class LedgerWriter:
     def record(self, row: UsageRow) -> None:
         self._live.pop(row.id, None)
         record = row.as_record()
+        record["instance"] = self._instance
         try:
             line = encode(record)
         except TypeError as exc:
@@ -94,6 +96,7 @@ class LedgerWriter:
     def checkpoint(self, row: UsageRow) -> None:
         """What a live stream has delivered so far; replaced by its final `record()`."""
         record = row.as_record()
+        record["instance"] = self._instance
         record["_checkpoint"] = True
         try:
             line = encode(record)

@@ -102,18 +102,26 @@ class Reservation:
 
 
 class MemoryLimiter:
-    def __init__(self) -> None:
+    """SHARE: how many processes hold a key's limits side by side, each with its part (at least
+    1), so that together they never admit more than the key's limit."""
+
+    def __init__(self, share: int = 1) -> None:
+        self._share = share
         self._requests: dict[str, _Bucket] = {}
         self._tokens: dict[str, _Bucket] = {}
         self._now = time.monotonic
 
-    def _bucket(self, table: dict[str, _Bucket], key_id: str, capacity: int, now: float) -> _Bucket:
+    def _bucket(self, table: dict[str, _Bucket], key_id: str, limit: int, now: float) -> _Bucket:
+        capacity = max(1, limit // self._share)
         bucket = table.get(key_id)
         if bucket is None or bucket.capacity != capacity:
             bucket = table[key_id] = _Bucket(float(capacity), float(capacity), now)
         else:
             bucket.refill(now)
         return bucket
+
+    def _part(self) -> str:
+        return f" (this worker holds 1/{self._share} of it)" if self._share > 1 else ""
 
     def reserve(self, principal: Principal, estimated_tokens: int) -> Reservation:
         if principal.rpm is None and principal.tpm is None:
@@ -129,7 +137,8 @@ class MemoryLimiter:
             if wait > 0:
                 refused = RateLimited(
                     f"Rate limit reached for key {principal.name!r}: {principal.rpm} requests "
-                    f"per minute. Retry in {wait:.1f}s.", retry_after=wait, kind="requests")
+                    f"per minute{self._part()}. Retry in {wait:.1f}s.", retry_after=wait,
+                    kind="requests")
                 refused.extra_headers = limit_headers(requests, tokens, now)
                 raise refused
         needed = 0
@@ -141,7 +150,8 @@ class MemoryLimiter:
             if wait > 0:
                 refused = RateLimited(
                     f"Rate limit reached for key {principal.name!r}: {principal.tpm} tokens "
-                    f"per minute. Retry in {wait:.1f}s.", retry_after=wait, kind="tokens")
+                    f"per minute{self._part()}. Retry in {wait:.1f}s.", retry_after=wait,
+                    kind="tokens")
                 refused.extra_headers = limit_headers(requests, tokens, now)
                 raise refused
             tokens.level -= needed

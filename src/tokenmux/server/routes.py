@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 import time
 
@@ -108,7 +109,11 @@ async def health(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     ledger = gateway.ledger.health()
     body = {"status": "ok", "database": "ok", "keys": gateway.keys_health(),
-            "ledger": ledger.pop("state"), "ledger_detail": ledger}
+            "ledger": ledger.pop("state"), "ledger_detail": ledger,
+            "instance": gateway.instance, "pid": os.getpid(), "workers": gateway.workers,
+            # Where each key's rate limits are held: in this process whole, or split over
+            # the machine's workers.
+            "limits": "process" if gateway.workers == 1 else f"split 1/{gateway.workers}"}
     try:
         await asyncio.wait_for(asyncio.to_thread(gateway.database_ready), 5)
     except (SQLAlchemyError, TimeoutError) as exc:

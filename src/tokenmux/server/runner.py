@@ -66,20 +66,22 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-async def _serve(runner: EdgeRunner, host: str, port: int) -> None:
+async def _serve(runner: EdgeRunner, host: str, port: int, reuse_port: bool) -> None:
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, backlog=BACKLOG).start()
+        await web.TCPSite(runner, host, port, backlog=BACKLOG,
+                          reuse_port=reuse_port or None).start()
         await asyncio.Event().wait()  # until a signal raises GracefulExit out of the loop
     finally:
         await runner.cleanup()
 
 
 def run(app: web.Application, limits: Limits, host: str, port: int,
-        loop: asyncio.AbstractEventLoop) -> None:
+        loop: asyncio.AbstractEventLoop, *, reuse_port: bool = False) -> None:
+    """REUSE_PORT: other workers listen on the same port, and the kernel spreads connections."""
     raise_fd_limit(limits.max_connections)
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve(EdgeRunner(app, limits), host, port))
+    main = loop.create_task(_serve(EdgeRunner(app, limits), host, port, reuse_port))
     try:
         loop.run_until_complete(main)
     except (GracefulExit, KeyboardInterrupt):
