@@ -33,11 +33,13 @@ def usage(config_path: str | None, as_json: bool, limit: int) -> None:
         cost = "-" if r["cost_usd"] is None else f"{r['cost_usd']:.6f}"
         model = r["model"] or r["requested_model"] or "-"
         if r["kind"]:  # a summariser's call, billed to its request's key
-            model = f"{r['kind']}:{model}"
+            model = f"+{model}"
         click.echo(f"{r['created_at']:%Y-%m-%d %H:%M:%S} {(r['key_name'] or '-')[:14]:<14} "
                    f"{model[:22]:<22} {r['status']:>6} "
                    f"{r['prompt_tokens']:>7} {r['completion_tokens']:>7} {cost:>11} "
                    f"{r['latency_ms']:>8.1f}")
+    if any(r["kind"] for r in rows):
+        click.echo("(+MODEL: a compression model's summary for the request above it)")
     for title, group, name in (("per key", by_key, "key"), ("per model", by_model, "model")):
         click.echo(f"\nTotals {title}:")
         for t in group:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenmux.api.chat import ChatRequest
 from tokenmux.auth import Principal
-from tokenmux.errors import DeadlineExceeded, GatewayError, UpstreamFailed
+from tokenmux.errors import DeadlineExceeded, GatewayError, UpstreamFailed, UpstreamTimeout
 from tokenmux.ledger import UsageRow
 from tokenmux.ledger.row import COMPRESSION
 from tokenmux.providers.base import Call, Usage
@@ -100,8 +100,8 @@ async def summarise(gw: Gateway, entry: ModelEntry, messages: list[dict[str, Any
         return Summary(text, usage)
     except GatewayError as error:
         status, code = error.status, error.code
-        reason = "summarizer-timeout" if isinstance(error, DeadlineExceeded) else \
-            "summarizer-failed"
+        timed_out = isinstance(error, DeadlineExceeded | UpstreamTimeout)
+        reason = "summarizer-timeout" if timed_out else "summarizer-failed"
         raise SummariserFailed(reason) from error
     except asyncio.CancelledError:
         status, code = 499, "client_closed"  # the request ended (its client left) meanwhile
