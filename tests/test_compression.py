@@ -20,10 +20,8 @@ from tokenmux.tokens import count_messages
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    running = FakeOpenAI().start()
-    yield running
-    running.stop()
+def fake(module_upstream: FakeOpenAI) -> FakeOpenAI:
+    return module_upstream
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +260,13 @@ def test_body_headers_key_and_model_defaults_apply_in_that_order(gw, fake):
                    compression=compression(threshold=int(high))) == "false"
     assert applied(key=ADMIN_KEY, model="defaulted") == "true"  # the model's own default
     assert applied(model="defaulted") == "false"  # the key's threshold over the model's
-    # The model's default keeps 3 turns (aggressive); a body's keep_turns wins over it.
+    # A body that names no strategy takes the model's (aggressive: three turns kept)...
+    calls = Calls(fake)
+    assert applied(key=ADMIN_KEY, model="defaulted", compression=compression(threshold=300)) \
+        == "true"
+    sent = calls.target()["messages"]
+    assert len(sent) == 7 and sent[2:] == messages[-5:]
+    # ... and a body's keep_turns wins over the model's.
     calls = Calls(fake)
     assert applied(key=ADMIN_KEY, model="defaulted", compression=compression(keep_turns=1)) \
         == "true"

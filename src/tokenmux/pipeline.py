@@ -298,7 +298,8 @@ class _Billing:
         outcome.attempts.release()
         usage = outcome.usage or Usage(source="none")
         if self.reservation is not None:
-            self.reservation.settle(usage.prompt_tokens + usage.completion_tokens)
+            spent = 0 if outcome.compressed is None else outcome.compressed.spent
+            self.reservation.settle(usage.prompt_tokens + usage.completion_tokens + spent)
         self.gw.ledger.record(_row(self.inbound, self.principal, self.request, outcome, usage))
 
     def checkpoint(self, state: StreamState) -> None:

@@ -1,7 +1,7 @@
 """One request's compression, from the threshold check to the conversation that goes upstream.
 
-    estimate → count → segment → reuse a stored summary, or decide and summarise → inject
-    → (still over the context window: drop the oldest turns)
+    estimate → segment → find a stored summary → count (what it does not cover) → reuse it, or
+    decide and summarise → inject → (still over the context window: drop the oldest turns)
 
 It changes `request.body["messages"]` in place, or leaves it as it came (fail open: whatever
 goes wrong with the summary, the original conversation is sent), and returns what the response
@@ -29,6 +29,7 @@ from tokenmux.compression.cache import prefix_keys
 from tokenmux.compression.settings import Settings
 from tokenmux.compression.summarise import SummariserFailed, prompt, summarise
 from tokenmux.routing import Route
+from tokenmux.routing.catalog import ModelEntry
 from tokenmux.routing.retry import Deadline
 from tokenmux.routing.tiers import Tier
 
@@ -46,6 +47,7 @@ class Result:
     final: int | None = None
     cached: bool = False
     error: str | None = None  # why it was not applied (or, with truncation, not summarised)
+    spent: int = 0  # the compression model's tokens, in and out, for the key's rate limit
 
     def headers(self) -> dict[str, str]:
         headers = {"X-Compression-Applied": "true" if self.applied else "false"}
@@ -84,9 +86,12 @@ async def compress(job: Job, settings: Settings) -> Result:
     # small is below the threshold without counting a token.
     if job.body_size // 4 < trigger // 2:
         return Result(False, error="below-threshold")
-    messages = job.request.body["messages"]
-    conversation = await tokens.measured(tokens.messages_size(messages),
-                                         lambda: segment.read(messages, settings.keep_turns))
+    conversation = segment.read(job.request.body["messages"], settings.keep_turns)
+    stored = None
+    if settings.strategy != "truncate" and settings.model is not None:
+        stored = await _stored(job, settings, settings.model, conversation)
+    # What a stored summary covers is known by its totals: only the rest is counted.
+    await _count(conversation, stored)
     original = conversation.tokens
     if original < threshold:
         result = Result(False, original, original, error="below-threshold")
@@ -96,16 +101,46 @@ async def compress(job: Job, settings: Settings) -> Result:
         result = Result(final < original, original, final,
                         error=None if final < original else "nothing-to-compress")
     else:
-        result = await _summarised(job, settings, conversation)
+        result = await _summarised(job, settings, conversation, stored)
     if limit is not None and limit > 0 and result.final is not None and result.final > limit:
         # The last resort, for a conversation the target could not take even so.
-        current = job.request.body["messages"]
-        last = await tokens.measured(tokens.messages_size(current),
-                                     lambda: segment.read(current, 1))
+        last = segment.read(job.request.body["messages"], 1)
+        await _count(last, None)
         kept, final = segment.truncate(last, limit)
         job.request.body["messages"] = kept
         result.applied, result.final = result.applied or final < result.final, final
     return result
+
+
+@dataclass(slots=True)
+class _Stored:
+    keys: dict[int, str]  # each turn start's cache key
+    start: int = 0  # where the stored summary ends; 0: none found
+    # {text, tokens: the summary message's, prefix: the tokens of every message it ends at,
+    # span: of those, the compressible ones'}
+    entry: dict[str, Any] | None = None
+
+
+async def _stored(job: Job, settings: Settings, model: ModelEntry,
+                  conversation: segment.Conversation) -> _Stored:
+    """The latest stored summary of this conversation's prefix, if any."""
+    ends = conversation.boundaries()[-LOOKBACK:]
+    scope = f"{job.principal.key_id}\x00{model.name}\x00{settings.strategy}"
+    found = _Stored(prefix_keys(conversation.messages, ends, scope))
+    for end in reversed(ends):
+        if (raw := await job.gw.summaries.get(found.keys[end])) is not None:
+            found.start, found.entry = end, orjson.loads(raw)
+            break
+    return found
+
+
+async def _count(conversation: segment.Conversation, stored: _Stored | None) -> None:
+    entry = None if stored is None else stored.entry
+    if stored is None or entry is None:
+        await tokens.measured(conversation.chars(), conversation.count)
+        return
+    await tokens.measured(conversation.chars(stored.start), lambda: conversation.count(
+        stored.start, entry["prefix"], entry["span"]))
 
 
 def _window(job: Job) -> int | None:
@@ -115,22 +150,15 @@ def _window(job: Job) -> int | None:
     return min(known) if known else None
 
 
-async def _summarised(job: Job, settings: Settings,
-                      conversation: segment.Conversation) -> Result:
+async def _summarised(job: Job, settings: Settings, conversation: segment.Conversation,
+                      found: _Stored | None) -> Result:
     original, cut = conversation.tokens, conversation.cut
     model = settings.model
-    if model is None:
+    if model is None or found is None:
         return Result(False, original, original, error="no-compression-model")
-    if conversation.span_tokens(0, cut) == 0:
+    if conversation.span_to(cut) == 0:
         return Result(False, original, original, error="nothing-to-compress")
-    ends = conversation.boundaries()[-LOOKBACK:]
-    scope = f"{job.principal.key_id}\x00{model.name}\x00{settings.strategy}"
-    keys = prefix_keys(conversation.messages, ends, scope)
-    start, stored = 0, None
-    for end in reversed(ends):
-        if (raw := await job.gw.summaries.get(keys[end])) is not None:
-            start, stored = end, orjson.loads(raw)
-            break
+    start, stored = found.start, found.entry
     block = max(1, settings.keep_turns // 2)
     if stored is not None and conversation.turns_in(start, cut) < block:
         return _injected(job, conversation, start, stored, cached=True)
@@ -154,12 +182,16 @@ async def _summarised(job: Job, settings: Settings,
                                   Deadline(int(spare * 1000), time.perf_counter()),
                                   job.tier, job.request_id, job.principal, job.parent_id)
     except SummariserFailed as failed:
-        return Result(False, original, original, error=failed.reason)
+        return Result(False, original, original, error=failed.reason, spent=failed.spent)
     message = segment.summary_message(summary.text)
-    made = {"text": summary.text, "tokens": tokens.count_messages([message]) - 3}
+    made = {"text": summary.text, "tokens": tokens.count_messages([message]) - 3,
+            "prefix": conversation.tokens_to(cut), "span": conversation.span_to(cut)}
     gw = job.gw
-    await gw.summaries.put(keys[cut], orjson.dumps(made), gw.config.compression.cache_ttl_s)
-    return _injected(job, conversation, cut, made, cached=False)
+    await gw.summaries.put(found.keys[cut], orjson.dumps(made),
+                           gw.config.compression.cache_ttl_s)
+    result = _injected(job, conversation, cut, made, cached=False)
+    result.spent = summary.usage.prompt_tokens + summary.usage.completion_tokens
+    return result
 
 
 def _injected(job: Job, conversation: segment.Conversation, covered: int,
@@ -167,5 +199,5 @@ def _injected(job: Job, conversation: segment.Conversation, covered: int,
     job.request.body["messages"] = segment.inject(conversation, covered,
                                                   segment.summary_message(summary["text"]))
     original = conversation.tokens
-    final = original - conversation.span_tokens(0, covered) + summary["tokens"]
+    final = original - conversation.span_to(covered) + summary["tokens"]
     return Result(True, original, final, cached=cached)

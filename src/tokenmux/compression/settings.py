@@ -39,12 +39,11 @@ class Headers:
     @classmethod
     def read(cls, get: Any) -> Headers | None:
         """From a header lookup; None (the common case) when none of the four is sent."""
-        found = cls(get("X-Context-Compression"), get("X-Compression-Threshold"),
-                    get("X-Compression-Keep-Turns"), get("X-Compression-Model"))
-        if found.strategy is None and found.threshold is None and found.keep_turns is None \
-                and found.model is None:
+        strategy, threshold = get("X-Context-Compression"), get("X-Compression-Threshold")
+        keep_turns, model = get("X-Compression-Keep-Turns"), get("X-Compression-Model")
+        if strategy is None and threshold is None and keep_turns is None and model is None:
             return None
-        return found
+        return cls(strategy, threshold, keep_turns, model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +82,9 @@ def resolve(body: Any, headers: Headers | None, principal: Principal, entry: Mod
         sources.append(_from_body(body))
     if headers is not None:
         sources.append(_from_headers(headers))
-    if any(source.off for source in sources):
-        return None
+    for source in sources:
+        if source.off:
+            return None
     if principal.compression:
         sources.append(_Asked(strategy=principal.compression,
                               threshold=principal.compression_threshold,
@@ -92,7 +92,9 @@ def resolve(body: Any, headers: Headers | None, principal: Principal, entry: Mod
     if (own := entry.compression) is not None:
         sources.append(_Asked(strategy=own.strategy, threshold=own.threshold,
                               keep_turns=own.keep_turns, model=own.model))
-    strategy = _first(sources, "strategy")  # headers without X-Context-Compression only refine
+    # A body that asks names its strategy or takes `on`; headers without X-Context-Compression
+    # only refine what a default asks for.
+    strategy = _first(sources, "strategy") or ("on" if body is not None else None)
     if strategy not in STRATEGIES:  # none asked; or a key's row written by hand, not guessed at
         return None
     threshold = _first(sources, "threshold")
@@ -112,13 +114,16 @@ def resolve(body: Any, headers: Headers | None, principal: Principal, entry: Mod
 
 
 def _first(sources: list[_Asked], name: str) -> Any:
-    return next((value for s in sources if (value := getattr(s, name)) is not None), None)
+    for source in sources:
+        if (value := getattr(source, name)) is not None:
+            return value
+    return None
 
 
 def _from_body(value: Any) -> _Asked:
     if not isinstance(value, dict):
         fail("compression", f"must be an object; got {kind_of(value)}.")
-    if unknown := sorted(set(value) - _FIELDS):
+    if not _FIELDS.issuperset(value) and (unknown := sorted(set(value) - _FIELDS)):
         fail(f"compression.{unknown[0]}", "is not a field of compression (enabled, strategy, "
              "threshold, keep_turns, model).")
     enabled = value.get("enabled")
@@ -133,7 +138,7 @@ def _from_body(value: Any) -> _Asked:
     model = value.get("model")
     if model is not None and (not isinstance(model, str) or not model):
         fail("compression.model", f"must be a model name or 'auto'; got {shown(model)}.")
-    return _Asked(strategy=strategy or "on",
+    return _Asked(strategy=strategy,
                   threshold=_count(value.get("threshold"), "compression.threshold"),
                   keep_turns=_count(value.get("keep_turns"), "compression.keep_turns"),
                   model=model, param="compression.model")

@@ -46,9 +46,10 @@ class Summary:
 
 
 class SummariserFailed(Exception):
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, spent: int):
         super().__init__(reason)
         self.reason = reason  # as X-Compression-Error says it
+        self.spent = spent  # tokens billed all the same (an answer without text)
 
 
 def prompt(span: list[dict[str, Any]], previous: str | None, max_tokens: int
@@ -102,7 +103,7 @@ async def summarise(gw: Gateway, entry: ModelEntry, messages: list[dict[str, Any
         status, code = error.status, error.code
         timed_out = isinstance(error, DeadlineExceeded | UpstreamTimeout)
         reason = "summarizer-timeout" if timed_out else "summarizer-failed"
-        raise SummariserFailed(reason) from error
+        raise SummariserFailed(reason, usage.prompt_tokens + usage.completion_tokens) from error
     except asyncio.CancelledError:
         status, code = 499, "client_closed"  # the request ended (its client left) meanwhile
         raise
