@@ -131,6 +131,9 @@ def test_three_growing_turns_cost_one_summary_and_two_increments(gw, fake):
         summaries.append(summary_of(call.body))
         sent = calls.target()["messages"]
         assert sent[1]["content"].endswith(summaries[-1])  # the newest summary is the one sent
+        assert response.headers["X-Compression-Original-Tokens"] == str(
+            count_messages(talk.ask()))
+        assert response.headers["X-Compression-Final-Tokens"] == str(count_messages(sent))
         talk.turn()
     full, *increments = asked
     assert full.startswith("The conversation so far")
@@ -153,6 +156,10 @@ def test_the_summary_is_byte_stable_until_a_block_of_turns_is_folded_in(gw, fake
         cached.append(response.headers.get("X-Compression-Cached") == "true")
         summarised.append(len(calls.summaries()))
         sent.append(calls.target()["messages"])
+        # Exact, though what a stored summary covers is not counted again.
+        assert response.headers["X-Compression-Original-Tokens"] == str(
+            count_messages(talk.ask()))
+        assert response.headers["X-Compression-Final-Tokens"] == str(count_messages(sent[-1]))
         talk.turn()
     assert summarised == [1, 0, 1, 0] and cached == [False, True, False, True]
     # Turn 2 begins with the very bytes turn 1 sent (its last message aside): a prompt cache
