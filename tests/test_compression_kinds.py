@@ -38,6 +38,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenAI, claude: FakeA
             channels: [{{provider: fake, model: wide-up}}]
             context_window: 1000000
             fallbacks: [narrow]
+            compression: {{strategy: on}}  # bare: YAML reads it as true, the gateway as "on"
         """)
     yield running
     running.stop()
@@ -73,11 +74,11 @@ def test_a_target_of_each_kind_gets_the_compressed_conversation(gw, fake, claude
 def test_a_threshold_left_to_the_strategy_follows_the_smallest_window_a_request_may_reach(
         gw, fake):
     # The wide model's window alone would wait for 8000 tokens; its fallback's holds 1200, so
-    # `on` compresses from half of that.
+    # `on` (the model's default, refined by a header) compresses from half of that.
     messages = Talk().turns(8).ask()
     calls = Calls(fake)
-    response = gw.post({"model": "wide", "messages": messages,
-                        "compression": compression(keep_turns=2)})
+    response = gw.post({"model": "wide", "messages": messages},
+                       headers={"X-Compression-Keep-Turns": "2"})
     assert response.status_code == 200, response.text
     assert response.headers["X-Compression-Applied"] == "true"
     assert int(response.headers["X-Compression-Original-Tokens"]) >= 600

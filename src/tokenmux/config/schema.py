@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ECHO_MODEL = "tokenmux/echo"
 
@@ -122,6 +122,12 @@ class ModelCompression(Strict):
     model: str | None = Field(None, description="the compression model; default: the gateway's")
     threshold: int | None = Field(None, gt=0, description="tokens; default: by the strategy")
     keep_turns: int | None = Field(None, gt=0, le=1000)
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _unquoted_on(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `on` as true: the one strategy a YAML file cannot spell plainly.
+        return "on" if value is True else value
 
 
 class Compression(Strict):
