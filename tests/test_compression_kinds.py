@@ -23,7 +23,7 @@ def fake(module_upstream: FakeOpenAI) -> FakeOpenAI:
 def gw(tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenAI, claude: FakeAnthropic,
        gemini: FakeGemini) -> Iterator[Gateway]:
     running = started_gateway(tmp_path_factory.mktemp("kinds"), f"""\
-        compression: {{model: summariser}}
+        compression: {{model: summariser, cache_entries: 2}}
         providers:
           fake: {{kind: openai, base_url: "{fake.base_url}", api_key: sk-fake}}
           claude: {{kind: anthropic, base_url: "{claude.base_url}", api_key: {claude.api_key}}}
@@ -83,3 +83,19 @@ def test_a_threshold_left_to_the_strategy_follows_the_smallest_window_a_request_
     assert response.headers["X-Compression-Applied"] == "true"
     assert int(response.headers["X-Compression-Original-Tokens"]) >= 600
     assert len(calls.summaries()) == 1
+
+
+def test_the_summary_store_keeps_the_latest_summaries_up_to_its_bound(gw, fake):
+    talks = [Talk().turns(6).ask() for _ in range(3)]
+
+    def summarised(messages: list[dict]) -> int:
+        calls = Calls(fake)
+        response = gw.post({"model": "claude-target", "messages": messages,
+                            "compression": compression(threshold=300, keep_turns=2)})
+        assert response.headers["X-Compression-Applied"] == "true", response.headers
+        return len(calls.summaries())
+
+    assert [summarised(messages) for messages in talks] == [1, 1, 1]
+    # Two are kept: the first is gone, and summarised anew; the last is still there.
+    assert summarised(talks[0]) == 1
+    assert summarised(talks[2]) == 0
