@@ -40,6 +40,21 @@ LUA_SCRIPT = BENCH_DIR / "post.lua"
 ADMIN_KEY = "tm-bench-admin-key-0123456789"
 AUTHORIZATION = f"Bearer {ADMIN_KEY}"
 PROMPT = [{"role": "user", "content": "Say hello"}]
+# A conversation of twelve turns, about 1,500 tokens, for the compression cases.
+LONG = [{"role": "system", "content": "You are a careful planner."}] + [
+    {"role": role, "content": f"{role} turn {i}: " + "the plan covers budgets, vendors, hiring "
+     "and the open questions of the billing migration " * 6}
+    for i in range(12) for role in ("user", "assistant")] + [
+    {"role": "user", "content": "What is still open?"}]
+# With --compression: the same JSON request asking for compression it does not need (the
+# conversation is far below the threshold), and a long conversation sent as it is and with
+# compression whose summary (written once, by the static upstream) is reused on every request.
+COMPRESSION_CASES = {
+    "json+compression-idle": (PROMPT, {"compression": {"enabled": True}}),
+    "json-long": (LONG, {}),
+    "json-long+compression-cached": (LONG, {"compression": {
+        "enabled": True, "threshold": 500, "keep_turns": 2, "model": "bench-json"}}),
+}
 
 # The targets.
 MAX_ADDED_P50_MS = 1.0
@@ -422,22 +437,29 @@ def git_revision() -> str | None:
 def measure(args: argparse.Namespace, tmp: Path, gateway: Service) -> list[Run]:
     upstream = f"http://127.0.0.1:{args.upstream_port}"
     through = f"http://127.0.0.1:{args.gateway_port}/v1/chat/completions"
-    cases = {
-        "json": (f"{upstream}/json/v1/chat/completions", "bench-json", False),
-        "stream": (f"{upstream}/sse/v1/chat/completions", "bench-sse", True),
+    json_url = f"{upstream}/json/v1/chat/completions"
+    cases: dict[str, tuple[str, str, bool, list[dict], dict]] = {
+        "json": (json_url, "bench-json", False, PROMPT, {}),
+        "stream": (f"{upstream}/sse/v1/chat/completions", "bench-sse", True, PROMPT, {}),
     }
+    if args.compression:
+        cases.update({kind: (json_url, "bench-json", False, messages, extra)
+                      for kind, (messages, extra) in COMPRESSION_CASES.items()})
     runs: list[Run] = []
-    for kind, (direct_url, model, stream) in cases.items():
-        body: dict = {"model": model, "messages": PROMPT}
+    for kind, (direct_url, model, stream, messages, extra) in cases.items():
+        body: dict = {"model": model, "messages": messages, **extra}
         if stream:
             body["stream"] = True
         body_file = tmp / f"{kind}-body.json"
         body_file.write_text(json.dumps(body, separators=(",", ":")))
 
-        verify(kind, direct_url, {**body, "model": "static-model"}, None, "static-model")
-        verify(kind, through, body, AUTHORIZATION, model)
+        shape = "stream" if stream else "json"
+        verify(shape, direct_url, {**body, "model": "static-model"}, None, "static-model")
+        verify(shape, through, body, AUTHORIZATION, model)
 
         for path, url, auth in (("direct", direct_url, None), ("gateway", through, AUTHORIZATION)):
+            if path == "direct" and kind not in ("json", "stream"):
+                continue  # the static upstream answers every body alike: measured once
             for load, threads, connections in (LOW, HIGH):
                 if args.warmup:
                     # Fills the gateway's upstream connection pool and warms caches at this
@@ -475,6 +497,8 @@ def main() -> int:
     parser.add_argument("--python", type=Path, default=Path(sys.executable),
                         help="the venv's python, whose bin/ has the tokenmux command")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument("--compression", action="store_true",
+                        help="also measure requests that ask for context compression")
     parser.add_argument("--keep", action="store_true", default=bool(os.environ.get("BENCH_KEEP")),
                         help="keep the temp dir (configs, logs, database) for inspection")
     args = parser.parse_args()

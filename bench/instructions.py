@@ -29,6 +29,7 @@ from pathlib import Path
 import bench
 
 KINDS = (("json", "bench-json", False), ("stream", "bench-sse", True))
+COMPRESSION_KINDS = tuple((kind, "bench-json", False) for kind in bench.COMPRESSION_CASES)
 
 
 def callgrind(pid: int, *args: str) -> None:
@@ -64,6 +65,8 @@ def main() -> int:
     parser.add_argument("--python", type=Path, default=Path(sys.executable))
     parser.add_argument("--upstream-port", type=int, default=19111)
     parser.add_argument("--gateway-port", type=int, default=19112)
+    parser.add_argument("--compression", action="store_true",
+                        help="also count requests that ask for context compression")
     args = parser.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("instructions.py: valgrind is not installed", file=sys.stderr)
@@ -78,8 +81,9 @@ def main() -> int:
             launcher=("valgrind", "--tool=callgrind", "--instr-atstart=no",
                       f"--callgrind-out-file={out}"))
         results = {}
-        for kind, model, stream in KINDS:
-            body = json.dumps({"model": model, "messages": bench.PROMPT, "stream": stream})
+        for kind, model, stream in KINDS + (COMPRESSION_KINDS if args.compression else ()):
+            messages, extra = bench.COMPRESSION_CASES.get(kind, (bench.PROMPT, {}))
+            body = json.dumps({"model": model, "messages": messages, "stream": stream, **extra})
             connection = http.client.HTTPConnection("127.0.0.1", args.gateway_port, timeout=120)
             for _ in range(50):
                 ask(connection, body, kind)

@@ -203,8 +203,15 @@ def upstream() -> Iterator[FakeOpenAI]:
     fake.stop()
 
 
-# The Anthropic and Gemini fakes: one per test module, as each module configures its own gateway
-# around it and counts what it received.
+# The Anthropic and Gemini fakes, and an OpenAI fake apart from the session's: one per test
+# module, as each module configures its own gateway around it and counts what it received.
+@pytest.fixture(scope="module")
+def module_upstream() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture(scope="module")
 def claude() -> Iterator[FakeAnthropic]:
     fake = FakeAnthropic().start()

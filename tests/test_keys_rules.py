@@ -45,7 +45,8 @@ def test_keys_list_json_and_revocation_by_id_reach_a_running_gateway_within_its_
         entry = by_name[name]
         assert set(entry) == {"id", "name", "prefix", "is_admin", "rpm", "tpm", "tier",
                               "max_tier", "fallback_models", "fallback_timeout_ms",
-                              "strict_params", "created_at", "revoked_at"}
+                              "strict_params", "compression", "compression_model",
+                              "compression_threshold", "created_at", "revoked_at"}
         assert (entry["rpm"], entry["tpm"], entry["is_admin"], entry["revoked_at"]) == (
             100, None, False, None)
         assert secret.startswith(entry["prefix"]) and secret not in json.dumps(listed)

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from tokenmux import tokens
 from tokenmux.auth import KeyCache, Principal, hash_key
+from tokenmux.compression import MemorySummaries, SummaryCache
 from tokenmux.config import Config
 from tokenmux.db import connect
 from tokenmux.ledger import LedgerWriter
@@ -45,6 +46,7 @@ class Gateway:
     engine: Engine
     rng: random.Random = field(default_factory=random.Random)
     concurrency: KeyConcurrency = field(default_factory=lambda: KeyConcurrency(None))
+    summaries: SummaryCache = field(default_factory=lambda: MemorySummaries(10_000))
     _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _key_watch: asyncio.Task[None] | None = None
@@ -142,6 +144,7 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
         concurrency=KeyConcurrency(config.server.max_concurrent_per_key),
         workers=workers,
         instance=instance,
+        summaries=MemorySummaries(config.compression.cache_entries),
     )
     providers: dict[str, Provider] = {ECHO_PROVIDER: EchoProvider()}
     for name, provider in config.providers.items():

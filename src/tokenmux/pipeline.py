@@ -1,8 +1,8 @@
 """The order of the stages one chat completion goes through, and nothing else.
 
     authenticate → take a slot → read the body → validate → plan the channels → reserve limits
-    → attempt the channels in turn within the deadline → answer (JSON, or SSE chunk by chunk)
-    → settle limits, give the slot back → ledger row
+    → compress the conversation, when asked → attempt the channels in turn within the deadline
+    → answer (JSON, or SSE chunk by chunk) → settle limits, give the slot back → ledger row
 
 Every stage is a plain call with a typed value; the HTTP edge (server/) hands in the request's
 headers, a reader for its body and an SSE sink, and renders whatever `GatewayError` comes out.
@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tokenmux import tokens
+from tokenmux import compression, tokens
 from tokenmux.api.chat import ChatRequest, parse_chat
 from tokenmux.auth import Principal
 from tokenmux.config.schema import Routing
@@ -37,6 +37,7 @@ from tokenmux.providers.base import (
     counted_usage,
 )
 from tokenmux.routing import Route, fallbacks
+from tokenmux.routing.catalog import ModelEntry
 from tokenmux.routing.params import dropped, keep_first_tool_call
 from tokenmux.routing.plan import plan
 from tokenmux.routing.retry import Attempts, Deadline, attempt_in_turn
@@ -60,6 +61,7 @@ class Inbound:
     started: float  # time.perf_counter() when the request arrived
     read_body: Callable[[], Awaitable[bytes]]
     strict_params: str | None = None  # the X-Strict-Params header: "true" refuses, drops nothing
+    compression: compression.Headers | None = None  # the X-*Compression* headers, when sent
 
 
 @dataclass(slots=True)
@@ -89,6 +91,7 @@ class _Outcome:
     ttft: float | None = None
     row_id: str = field(default_factory=unique)  # a stream's checkpoints and its final row share it
     dropped: tuple[str, ...] = ()  # the sampling hints the answering route left out
+    compressed: compression.Result | None = None  # what came of a compression asked for
 
 
 @dataclass(slots=True)
@@ -130,6 +133,10 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         answers = request.body.get("n") or 1
         billing.reservation = gw.limiter.reserve(
             principal, prompt + answers * entry.answer_estimate(request.max_output, prompt))
+        if (request.compression is not None or inbound.compression is not None
+                or principal.compression or entry.compression is not None):
+            outcome.compressed = await _compress(gw, inbound, principal, request, entry, routes,
+                                                 deadline, outcome)
         chat = request
         # The header decides when sent; else the key's own setting (the provider's is in the
         # route's policy already).
@@ -177,6 +184,18 @@ async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answe
         raise stopped from None
     finally:
         billing.finish()
+
+
+async def _compress(gw: Gateway, inbound: Inbound, principal: Principal, request: ChatRequest,
+                    entry: ModelEntry, routes: list[Route], deadline: Deadline,
+                    outcome: _Outcome) -> compression.Result | None:
+    settings = compression.resolve(request.compression, inbound.compression, principal, entry,
+                                   gw.catalog, gw.config.compression.model)
+    if settings is None:
+        return None
+    return await compression.compress(compression.Job(
+        gw, request, len(inbound.body), routes, deadline, outcome.attempts.tier,
+        inbound.request_id, principal, outcome.row_id), settings)
 
 
 def _budget(header: str | None, policy: Routing) -> int:
@@ -262,6 +281,8 @@ class _Billing:
         that asked for fallbacks, what came of them."""
         if self.reservation is not None and (limits := self.reservation.headers()):
             headers.update(limits)
+        if self.outcome.compressed is not None:
+            headers.update(self.outcome.compressed.headers())
         if self.requested is not None and self.request is not None:
             headers.update(fallbacks.headers(self.request.model, self.requested,
                                              self.outcome.attempts, answered))
@@ -277,7 +298,8 @@ class _Billing:
         outcome.attempts.release()
         usage = outcome.usage or Usage(source="none")
         if self.reservation is not None:
-            self.reservation.settle(usage.prompt_tokens + usage.completion_tokens)
+            spent = 0 if outcome.compressed is None else outcome.compressed.spent
+            self.reservation.settle(usage.prompt_tokens + usage.completion_tokens + spent)
         self.gw.ledger.record(_row(self.inbound, self.principal, self.request, outcome, usage))
 
     def checkpoint(self, state: StreamState) -> None:
@@ -438,4 +460,6 @@ def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
         ttft_ms=None if outcome.ttft is None else outcome.ttft * 1000,
         id=outcome.row_id,
         dropped_params=",".join(outcome.dropped) or None,
+        tokens_before=None if outcome.compressed is None else outcome.compressed.original,
+        tokens_after=None if outcome.compressed is None else outcome.compressed.final,
     )

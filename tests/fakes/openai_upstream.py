@@ -24,7 +24,10 @@ It answers like OpenAI unless the last user message starts with a command:
     @hold NAME        wait until the test calls `release(NAME)` (a control route), then answer
     @usage P C K      report P prompt tokens (K of them read from the cache) and C completion
 
-After a tool result (the last message has role `tool`) it answers FINAL_ANSWER.
+After a tool result (the last message has role `tool`) it answers FINAL_ANSWER. An upstream
+model whose name starts with `summariser` is a fake compression model: it answers
+`SUMMARY <digest>`, the digest a hash of the text it was asked to summarise, so a test can tell
+one summary from another and recognise it where the gateway puts it.
 
 As OpenAI does, a reasoning model (an upstream model named gpt-5…, o1…, o3…, o4…) refuses
 `temperature` other than 1, `top_p`, and the penalties, with OpenAI's 400; and no OpenAI model
@@ -45,6 +48,7 @@ through, as OpenAI-compatible servers take their own extensions there (`top_k`, 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +125,8 @@ class FakeOpenAI(LoopbackServer):
         command, _, arg = text.partition(" ") if text.startswith("@") else ("", "", "")
         if (body.get("messages") or [{}])[-1].get("role") == "tool":
             command, arg = "@tool-results", ""
+        if not command and str(body.get("model", "")).startswith("summariser"):
+            command, arg = "@summary", summary_of(body)
         if command in ("@stall", "@hold"):
             try:
                 if command == "@hold":
@@ -198,7 +204,7 @@ class FakeOpenAI(LoopbackServer):
         async def send(event: dict[str, Any]) -> None:
             await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
 
-        words = _reply_words(command)
+        words = _reply_words(command, arg)
         reason = "stop"
         try:
             if command != "@nonewline" or arg.partition(" ")[2]:
@@ -252,8 +258,15 @@ class FakeOpenAI(LoopbackServer):
         return response
 
 
-def _reply_words(command: str = "") -> list[str]:
-    words = (FINAL_ANSWER if command == "@tool-results" else REPLY).split(" ")
+def summary_of(body: dict[str, Any]) -> str:
+    """The fake compression model's answer to BODY."""
+    text = _last_user_text(body)
+    return "SUMMARY " + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _reply_words(command: str = "", arg: str = "") -> list[str]:
+    text = {"@tool-results": FINAL_ANSWER, "@summary": arg}.get(command, REPLY)
+    words = text.split(" ")
     return [words[0], *(" " + w for w in words[1:])]
 
 
@@ -306,7 +319,7 @@ def _usage(body: dict[str, Any], completion: int, command: str = "",
 
 def _completion(body: dict[str, Any], command: str, arg: str) -> dict[str, Any]:
     n = int(body.get("n") or 1)
-    words = _reply_words(command)
+    words = _reply_words(command, arg)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(words),
                                "refusal": None, "annotations": []}
     reason = "stop"

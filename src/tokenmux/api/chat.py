@@ -28,6 +28,8 @@ class ChatRequest:
     user: str | None
     models: list[str]  # the request's own fallback models, taken out of the body
     fallbacks: Fallbacks | None = None  # `fallback_*` fields, taken out of the body
+    # The `compression` field as sent, taken out of the body (compression/settings.py reads it).
+    compression: Any = None
 
 
 def parse_chat(raw: bytes) -> ChatRequest:
@@ -60,7 +62,7 @@ def parse_chat(raw: bytes) -> ChatRequest:
     max_output = body.get("max_completion_tokens") or body.get("max_tokens")
     fallbacks = None if body.keys().isdisjoint(_ASKS_FALLBACK) else _fallbacks(body)
     return ChatRequest(body, model, stream, include_usage, max_output, body.get("user"),
-                       models or [], fallbacks)
+                       models or [], fallbacks, body.pop("compression", None))
 
 
 _ASKS_FALLBACK = frozenset({"fallback_models", "fallback_timeout", "fallback_enabled"})

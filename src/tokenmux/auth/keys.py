@@ -28,6 +28,10 @@ class Principal:
     fallback_timeout_ms: int | None = None
     # Refuse, rather than drop, a sampling field a model does not take (as X-Strict-Params).
     strict_params: bool = False
+    # The key's compression default (a strategy; None: none), its model and threshold.
+    compression: str | None = None
+    compression_model: str | None = None
+    compression_threshold: int | None = None
 
 
 def new_secret() -> str:

@@ -31,25 +31,32 @@ class KeyRecord:
     fallback_models: tuple[str, ...] = ()
     fallback_timeout_ms: int | None = None
     strict_params: bool = False
+    compression: str | None = None  # a strategy; None: no compression default
+    compression_model: str | None = None
+    compression_threshold: int | None = None
 
 
 def create_key(engine: Engine, name: str, *, rpm: int | None = None, tpm: int | None = None,
                is_admin: bool = False, tier: str | None = None, max_tier: str | None = None,
                fallback_models: tuple[str, ...] = (),
                fallback_timeout_ms: int | None = None,
-               strict_params: bool = False) -> tuple[str, KeyRecord]:
+               strict_params: bool = False, compression: str | None = None,
+               compression_model: str | None = None,
+               compression_threshold: int | None = None) -> tuple[str, KeyRecord]:
     """Returns the secret, which exists nowhere else afterwards, and the stored record."""
     secret = new_secret()
     now = datetime.now(UTC)
     record = KeyRecord(new_key_id(), name, display_prefix(secret), is_admin, rpm, tpm, tier,
                        max_tier, now, None, tuple(fallback_models), fallback_timeout_ms,
-                       strict_params)
+                       strict_params, compression, compression_model, compression_threshold)
     with engine.begin() as conn:
         conn.execute(api_keys.insert().values(
             id=record.id, name=name, key_hash=hash_key(secret), prefix=record.prefix,
             is_admin=is_admin, rpm=rpm, tpm=tpm, tier=tier, max_tier=max_tier,
             fallback_models=_models_text(record.fallback_models),
             fallback_timeout_ms=fallback_timeout_ms, strict_params=strict_params,
+            compression=compression, compression_model=compression_model,
+            compression_threshold=compression_threshold,
             created_at=now, updated_at=now,
         ))
     return secret, record
@@ -75,7 +82,8 @@ def list_keys(engine: Engine, *, include_revoked: bool = False) -> list[KeyRecor
         api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.is_admin, api_keys.c.rpm,
         api_keys.c.tpm, api_keys.c.tier, api_keys.c.max_tier, api_keys.c.created_at,
         api_keys.c.revoked_at, api_keys.c.fallback_models, api_keys.c.fallback_timeout_ms,
-        api_keys.c.strict_params,
+        api_keys.c.strict_params, api_keys.c.compression, api_keys.c.compression_model,
+        api_keys.c.compression_threshold,
     ).order_by(api_keys.c.created_at)
     if not include_revoked:
         query = query.where(api_keys.c.revoked_at.is_(None))
@@ -111,17 +119,19 @@ def live_principals(engine: Engine) -> dict[str, Principal]:
     query = select(api_keys.c.key_hash, api_keys.c.id, api_keys.c.name, api_keys.c.is_admin,
                    api_keys.c.rpm, api_keys.c.tpm, api_keys.c.tier, api_keys.c.max_tier,
                    api_keys.c.fallback_models, api_keys.c.fallback_timeout_ms,
-                   api_keys.c.strict_params,
+                   api_keys.c.strict_params, api_keys.c.compression,
+                   api_keys.c.compression_model, api_keys.c.compression_threshold,
                    ).where(api_keys.c.revoked_at.is_(None))
     principals: dict[str, Principal] = {}
     with engine.connect() as conn:
         for (key_hash, key_id, name, is_admin, rpm, tpm, tier, max_tier, fallbacks,
-             timeout_ms, strict) in conn.execute(query):
+             timeout_ms, strict, compression, compression_model,
+             compression_threshold) in conn.execute(query):
             try:
                 principals[key_hash] = Principal(
                     key_id, name, is_admin, rpm, tpm, tier_named(tier) if tier else Tier.MEDIUM,
                     tier_named(max_tier) if max_tier else None, _models(fallbacks), timeout_ms,
-                    bool(strict))
+                    bool(strict), compression, compression_model, compression_threshold)
             except KeyError as unknown:
                 log.warning("key %s is left out: unknown tier %s", key_id, unknown)
     return principals

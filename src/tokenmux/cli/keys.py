@@ -12,6 +12,7 @@ from tokenmux.api.chat import (
 )
 from tokenmux.auth import records
 from tokenmux.cli.common import config_option, load, open_database
+from tokenmux.compression.settings import STRATEGIES
 from tokenmux.config.schema import ECHO_MODEL, Config
 from tokenmux.routing.tiers import NAMES as TIERS
 from tokenmux.routing.tiers import tier_named
@@ -41,28 +42,48 @@ def keys() -> None:
                    "(default 30000).")
 @click.option("--strict-params", is_flag=True,
               help="Refuse (400), rather than drop, sampling fields a model does not take.")
+@click.option("--compression", type=click.Choice(STRATEGIES), default=None,
+              help="Compress its requests' long conversations by default (a request's body or "
+                   "headers may change or turn it off).")
+@click.option("--compression-model", default=None,
+              help="The model that writes its summaries (default: the gateway's).")
+@click.option("--compression-threshold", type=click.IntRange(min=1), default=None,
+              help="Tokens from which its conversations are compressed (default: the "
+                   "strategy's).")
 def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
            admin: bool, tier: str | None, max_tier: str | None,
            fallback_models: tuple[str, ...], fallback_timeout: int | None,
-           strict_params: bool) -> None:
+           strict_params: bool, compression: str | None, compression_model: str | None,
+           compression_threshold: int | None) -> None:
     """Create a key; its secret is printed once, as the last line."""
     if tier and max_tier and tier_named(tier) > tier_named(max_tier):
         raise click.BadParameter(f"the default tier {tier!r} is above --max-tier {max_tier!r}",
                                  param_hint="--tier")
     config = load(config_path)
     _check_fallbacks(config, fallback_models)
+    if (compression_model or compression_threshold) and not compression:
+        raise click.BadParameter("needs --compression", param_hint="--compression-model, "
+                                 "--compression-threshold")
+    if compression_model is not None and compression_model != "auto":
+        _check_models(config, (compression_model,), "--compression-model")
     engine = open_database(config)
     secret, record = records.create_key(engine, name, rpm=rpm, tpm=tpm, is_admin=admin,
                                         tier=tier, max_tier=max_tier,
                                         fallback_models=fallback_models,
                                         fallback_timeout_ms=fallback_timeout,
-                                        strict_params=strict_params)
+                                        strict_params=strict_params,
+                                        compression=compression,
+                                        compression_model=compression_model,
+                                        compression_threshold=compression_threshold)
     limits = ", ".join(f"{v} {k}" for k, v in (("rpm", rpm), ("tpm", tpm)) if v) or "no limits"
     limits += f", tier {tier or 'medium'}" + (f" (at most {max_tier})" if max_tier else "")
     if fallback_models:
         limits += ", falls back to " + ", ".join(fallback_models)
     if strict_params:
         limits += ", strict parameters"
+    if compression:
+        limits += f", compression {compression}" + (
+            f" by {compression_model}" if compression_model else "")
     click.echo(f"Created key {record.id} ({name}, {limits}). Its secret is shown only now:",
                err=True)
     click.echo(secret)
@@ -72,12 +93,15 @@ def _check_fallbacks(config: Config, models: tuple[str, ...]) -> None:
     if len(models) > MAX_FALLBACK_MODELS:
         raise click.BadParameter(f"at most {MAX_FALLBACK_MODELS} fallback models; got "
                                  f"{len(models)}", param_hint="--fallback-model")
+    _check_models(config, models, "--fallback-model")
+
+
+def _check_models(config: Config, models: tuple[str, ...], option: str) -> None:
     known = {ECHO_MODEL} if config.echo_model else set()
     known.update(name for m in config.models for name in (m.name, *m.aliases))
     for model in models:
         if model not in known:
-            raise click.BadParameter(f"the config serves no model {model!r}",
-                                     param_hint="--fallback-model")
+            raise click.BadParameter(f"the config serves no model {model!r}", param_hint=option)
 
 
 @keys.command(name="list")

@@ -31,13 +31,23 @@ def usage(config_path: str | None, as_json: bool, limit: int) -> None:
                f"{'COST $':>11} {'MS':>8}")
     for r in rows:
         cost = "-" if r["cost_usd"] is None else f"{r['cost_usd']:.6f}"
+        model = r["model"] or r["requested_model"] or "-"
+        if r["kind"]:  # a summariser's call, billed to its request's key
+            model = f"+{model}"
         click.echo(f"{r['created_at']:%Y-%m-%d %H:%M:%S} {(r['key_name'] or '-')[:14]:<14} "
-                   f"{(r['model'] or r['requested_model'] or '-')[:22]:<22} {r['status']:>6} "
+                   f"{model[:22]:<22} {r['status']:>6} "
                    f"{r['prompt_tokens']:>7} {r['completion_tokens']:>7} {cost:>11} "
                    f"{r['latency_ms']:>8.1f}")
+    if any(r["kind"] for r in rows):
+        click.echo("(+MODEL: a compression model's summary for the request above it)")
     for title, group, name in (("per key", by_key, "key"), ("per model", by_model, "model")):
         click.echo(f"\nTotals {title}:")
         for t in group:
             cost = "-" if t["cost_usd"] is None else f"{t['cost_usd']:.6f}"
             click.echo(f"  {t[name] or '-':<30} {t['requests']:>7} requests "
                        f"{t['prompt_tokens']:>9} in {t['completion_tokens']:>9} out  ${cost}")
+            if t["compression_calls"] or t["tokens_saved"]:
+                spent = t["compression_cost_usd"]
+                spent_text = "-" if spent is None else f"{spent:.6f}"
+                click.echo(f"  {'':<30} compression: {t['compression_calls']} summaries "
+                           f"${spent_text}, {t['tokens_saved']} tokens saved")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ECHO_MODEL = "tokenmux/echo"
 
@@ -106,6 +106,36 @@ class Model(Strict):
     # The sampling hints the model takes (of temperature, top_p, top_k, seed, presence_penalty,
     # frequency_penalty); the others are dropped. None: unknown, all the API takes go through.
     sampling: list[SamplingParam] | None = None
+    compression: ModelCompression | None = None
+
+
+# How a conversation is compressed (README, "Context compression"): summarised by a small model
+# with `on`, `conservative` or `aggressive` (which keep 6, 8 and 3 recent turns), or its oldest
+# turns dropped with `truncate`, which calls no model.
+CompressionStrategy = Literal["on", "conservative", "aggressive", "truncate"]
+
+
+class ModelCompression(Strict):
+    """A model's own compression default; a key's, the headers and the body win over it."""
+
+    strategy: CompressionStrategy = "on"
+    model: str | None = Field(None, description="the compression model; default: the gateway's")
+    threshold: int | None = Field(None, gt=0, description="tokens; default: by the strategy")
+    keep_turns: int | None = Field(None, gt=0, le=1000)
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _unquoted_on(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `on` as true: the one strategy a YAML file cannot spell plainly.
+        return "on" if value is True else value
+
+
+class Compression(Strict):
+    # The compression model a request gets when it names none ("auto"); None: requests that
+    # ask for a summary without naming a model are sent unchanged (`no-compression-model`).
+    model: str | None = None
+    cache_entries: int = Field(10_000, ge=1, description="summaries kept in memory")
+    cache_ttl_s: float = Field(6 * 3600, gt=0, description="how long a summary is kept")
 
 
 class Breaker(Strict):
@@ -159,6 +189,7 @@ class Config(Strict):
     server: Server = Field(default_factory=Server)
     ledger: Ledger = Field(default_factory=Ledger)
     routing: Routing = Field(default_factory=Routing)
+    compression: Compression = Field(default_factory=Compression)
     # `builtin`: start from the shipped catalog's models for the providers configured here
     # (config/builtin.py merges it in before validation; it stays set here for the record).
     catalog: Literal["builtin"] | None = None
@@ -176,7 +207,13 @@ class Config(Strict):
                 if name in seen:
                     raise ValueError(f"models[{i}]: name {name!r} is already used by {seen[name]}")
                 seen[name] = f"models[{i}]"
+        if self.compression.model is not None and self.compression.model not in seen:
+            raise ValueError(f"compression.model: unknown model {self.compression.model!r}")
         for i, model in enumerate(self.models):
+            default = model.compression
+            if default is not None and default.model is not None and default.model not in seen:
+                raise ValueError(f"models[{i}].compression.model: unknown model "
+                                 f"{default.model!r}")
             for j, fallback in enumerate(model.fallbacks):
                 if fallback.model not in seen:
                     raise ValueError(

@@ -36,6 +36,11 @@ api_keys = Table(
     Column("fallback_timeout_ms", Integer),  # the wait before the next fallback; NULL: default
     # True: a field the target does not take is refused (400), never dropped
     Column("strict_params", Boolean, nullable=False, server_default=false()),
+    # The compression default of the key's requests: a strategy (NULL: none), its model (NULL:
+    # the gateway's) and its threshold in tokens (NULL: the strategy's)
+    Column("compression", String(16)),
+    Column("compression_model", String(256)),
+    Column("compression_threshold", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
@@ -71,6 +76,12 @@ usage = Table(
     Column("ttft_ms", Float),
     Column("dropped_params", String(256)),  # request fields the target takes not, left out
     Column("instance", String(128)),  # the process that served it: host/worker index
+    # NULL: the request's own row; "compression": its summariser's call, parent_id naming it
+    Column("kind", String(16)),
+    Column("parent_id", String(32)),
+    # A compressed request's conversation in tokens, before compression and as sent
+    Column("tokens_before", Integer),
+    Column("tokens_after", Integer),
     Index("ix_usage_created_at", "created_at"),
     Index("ix_usage_key_created", "key_id", "created_at"),
     Index("ix_usage_model_created", "model", "created_at"),

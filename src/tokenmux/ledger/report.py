@@ -6,9 +6,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, case, func, select
 
 from tokenmux.db.schema import usage
+from tokenmux.ledger.row import COMPRESSION
 
 
 def recent_rows(engine: Engine, limit: int) -> list[dict[str, Any]]:
@@ -18,14 +19,23 @@ def recent_rows(engine: Engine, limit: int) -> list[dict[str, Any]]:
 
 
 def totals(engine: Engine, by: str) -> list[dict[str, Any]]:
+    """Requests, tokens and cost; of them, what compression cost (its summariser's rows, which
+    are not requests of their own) and the tokens it took out of the conversations sent."""
     column = {"key": usage.c.key_name, "model": usage.c.model}[by]
+    summariser = usage.c.kind == COMPRESSION
     query = (
         select(
             column.label(by),
-            func.count().label("requests"),
+            func.coalesce(func.sum(case((usage.c.kind.is_(None), 1), else_=0)), 0)
+            .label("requests"),
             func.coalesce(func.sum(usage.c.prompt_tokens), 0).label("prompt_tokens"),
             func.coalesce(func.sum(usage.c.completion_tokens), 0).label("completion_tokens"),
             func.sum(usage.c.cost_usd).label("cost_usd"),
+            func.coalesce(func.sum(case((summariser, 1), else_=0)), 0)
+            .label("compression_calls"),
+            func.sum(case((summariser, usage.c.cost_usd))).label("compression_cost_usd"),
+            func.coalesce(func.sum(usage.c.tokens_before - usage.c.tokens_after), 0)
+            .label("tokens_saved"),
         )
         .group_by(column)
         .order_by(column)

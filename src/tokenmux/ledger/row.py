@@ -18,6 +18,8 @@ from tokenmux.routing.catalog import Route
 INTERRUPTED_STATUS = 500
 INTERRUPTED = "interrupted"
 CHECKPOINT_SOURCE = "checkpoint"
+# The kind of a row that bills a request's summariser call; a request's own row has none.
+COMPRESSION = "compression"
 
 
 @dataclass(slots=True)
@@ -44,6 +46,10 @@ class UsageRow:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: str = field(default_factory=unique)
     dropped_params: str | None = None  # the sampling hints left out, comma-separated
+    kind: str | None = None  # None: the request itself; "compression": its summariser's call
+    parent_id: str | None = None  # a summariser's row: the id of its request's row
+    tokens_before: int | None = None  # a compressed request: its conversation, in tokens
+    tokens_after: int | None = None  # and as it went upstream
 
     def as_record(self) -> dict[str, Any]:
         route = self.route
@@ -72,6 +78,10 @@ class UsageRow:
             "latency_ms": round(self.latency_ms, 3),
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
             "dropped_params": self.dropped_params,
+            "kind": self.kind,
+            "parent_id": self.parent_id,
+            "tokens_before": self.tokens_before,
+            "tokens_after": self.tokens_after,
             "_pricing": None if route is None else _pricing(route),
         }
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tokenmux.config.schema import ECHO_MODEL, Breaker, Config, Price
+from tokenmux.config.schema import ECHO_MODEL, Breaker, Config, ModelCompression, Price
 from tokenmux.errors import InvalidRequest, ModelNotFound
 from tokenmux.routing.admission import Gate
 from tokenmux.routing.health import ChannelHealth
@@ -69,6 +69,7 @@ class ModelEntry:
     # Tokens an answer is taken to need when the request sets no max_tokens; None: as many as
     # the prompt has (the echo model answers with its prompt).
     output_estimate: int | None = None
+    compression: ModelCompression | None = None  # the model's compression default
     # The catalog fields of `/v1/models`, made once: listing models is then a dict merge each.
     _card: dict[str, Any] = field(init=False, repr=False, compare=False)
 
@@ -160,6 +161,7 @@ class Catalog:
                 first.list_price,
                 model.output_estimate or min(DEFAULT_OUTPUT_ESTIMATE,
                                              model.max_output or DEFAULT_OUTPUT_ESTIMATE),
+                model.compression,
             ))
         self.entries = entries
         self._by_name = {name: e for e in entries for name in (e.name, *e.aliases)}

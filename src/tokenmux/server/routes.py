@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmux import pipeline
 from tokenmux.api.openapi import document
+from tokenmux.compression import Headers
 from tokenmux.errors import (
     ExpectationFailed,
     GatewayError,
@@ -56,7 +57,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                headers.get("X-User"), headers.get("X-Timeout"),
                                headers.get("X-Tier"), rid, started,
                                functools.partial(read_body, request, gateway.config.server),
-                               headers.get("X-Strict-Params"))
+                               headers.get("X-Strict-Params"), Headers.read(headers.get))
     sink = SseWriter(request, rid)
     answer = await pipeline.chat_completion(gateway, inbound, sink)
     if answer.body is None:
