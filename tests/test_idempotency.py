@@ -273,30 +273,29 @@ def test_an_unkeyed_request_whose_client_leaves_is_still_cancelled_upstream(keye
     assert wait_until(lambda: user in upstream.abandoned)
 
 
+def _one_run_then_replays(gateway: Gateway, upstream: FakeOpenAI, secret: str) -> None:
+    rid, user = tag(), tag()
+    payload = body(user, max_tokens=5)
+    assert gateway.post(payload, key=secret, headers={"X-Request-Id": rid}).status_code == 200
+    for _ in range(5):
+        replay = gateway.post(payload, key=secret, headers={"X-Request-Id": rid})
+        assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (200, "true")
+        assert not any(name.lower().startswith("x-ratelimit") for name in replay.headers)
+    assert calls(upstream, user) == 1
+
+
 def test_replays_consume_neither_rpm_nor_tpm(keyed, upstream):
     # Two requests a minute: the first and one more fit, whatever the replays between them.
     secret = new_key(keyed, "idem-rpm", "--rpm", "2")
-    rid, user = tag(), tag()
-    payload = body(user, max_tokens=5)
-    assert keyed.post(payload, key=secret, headers={"X-Request-Id": rid}).status_code == 200
-    for _ in range(5):
-        replay = keyed.post(payload, key=secret, headers={"X-Request-Id": rid})
-        assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (200, "true")
+    _one_run_then_replays(keyed, upstream, secret)
     assert keyed.post(body(tag()), key=secret).status_code == 200
     refused = keyed.post(body(tag()), key=secret)
     assert (refused.status_code, refused.json()["error"]["type"]) == (429, "requests")
     # 200 tokens a minute: the first takes about 20, five replays as much again would leave
     # too few for a request reserving about 150.
     secret = new_key(keyed, "idem-tpm", "--tpm", "200")
-    rid, user = tag(), tag()
-    payload = body(user, max_tokens=5)
-    assert keyed.post(payload, key=secret, headers={"X-Request-Id": rid}).status_code == 200
-    for _ in range(5):
-        replay = keyed.post(payload, key=secret, headers={"X-Request-Id": rid})
-        assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (200, "true")
-        assert not any(name.startswith("x-ratelimit") for name in replay.headers)
+    _one_run_then_replays(keyed, upstream, secret)
     assert keyed.post(body(tag(), max_tokens=120), key=secret).status_code == 200
-    assert calls(upstream, user) == 1
 
 
 def test_usage_totals_count_billed_rows_only(keyed):
