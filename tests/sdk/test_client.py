@@ -9,7 +9,7 @@ import pytest
 
 import tokenmux
 import tokenmux.sdk
-from tests.conftest import ADMIN_KEY, wait_until
+from tests.conftest import ADMIN_KEY
 from tests.fakes.openai_upstream import REPLY
 from tokenmux import (
     APIConnectionError,

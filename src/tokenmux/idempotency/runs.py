@@ -213,6 +213,9 @@ class Runs:
                     await flight.changed(None)
         except ConnectionError:
             status, code = 499, "client_closed"
+        except asyncio.CancelledError:  # this copy's client left; the run goes on
+            status, code = 499, "client_closed"
+            raise
         finally:
             note(status, code, flight.row_id, True)
         return Answer(None, {})
