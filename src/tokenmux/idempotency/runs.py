@@ -101,6 +101,7 @@ class Runs:
             if flight is not None and flight.print_ == print_:
                 answer = await self._follow(flight, keyed, sink, note)
                 if answer is None:  # the run ended without an outcome (the gateway stopping)
+                    await asyncio.sleep(POLL_FIRST_S)  # while it lets go of the id
                     continue
                 return answer
             if isinstance(found, Running):
