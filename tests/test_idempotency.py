@@ -344,3 +344,25 @@ def test_a_kept_answer_expires_after_its_ttl(tmp_path: Path, upstream):
         assert calls(upstream, user) == 2
     finally:
         running.stop()
+
+
+def test_the_in_process_store_keeps_the_newest_and_no_stream_above_its_limit(tmp_path, upstream):
+    limits = "idempotency: {max_entries: 1, max_stream_bytes: 300}\n"
+    running = Gateway(tmp_path, config_for(tmp_path, upstream, limits)).start()
+    try:
+        older, newer, user = tag(), tag(), tag()
+        for rid in (older, newer):
+            assert running.post(body(user), headers={"X-Request-Id": rid}).status_code == 200
+        kept = running.post(body(user), headers={"X-Request-Id": newer})
+        assert kept.headers.get("Idempotent-Replayed") == "true"
+        evicted = running.post(body(user), headers={"X-Request-Id": older})  # the oldest went
+        assert "Idempotent-Replayed" not in evicted.headers
+        assert calls(upstream, user) == 3
+        rid, streamer = tag(), tag()
+        streams = [running.post(body(streamer, stream=True), headers={"X-Request-Id": rid})
+                   for _ in range(2)]
+        assert [len(s.content) > 300 for s in streams] == [True, True]
+        assert "Idempotent-Replayed" not in streams[1].headers  # too large to keep: ran again
+        assert calls(upstream, streamer) == 2
+    finally:
+        running.stop()
