@@ -35,7 +35,7 @@ class Flight:
         self.failure: GatewayError | None = None
         self.ended = False
         self._size, self._limit = 0, max_stream_bytes
-        self._changed = asyncio.Event()
+        self._changed: asyncio.Event | None = None  # made only once a copy waits on the flight
 
     def opened(self, headers: dict[str, str]) -> None:
         self.headers = client_headers(headers)
@@ -58,6 +58,8 @@ class Flight:
 
     async def changed(self, timeout: float | None) -> None:
         """Returns once something happened to the flight, or TIMEOUT seconds have passed."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
         changed = self._changed
         try:
             await asyncio.wait_for(changed.wait(), timeout)
@@ -65,8 +67,9 @@ class Flight:
             return
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
 
 class Tee:
