@@ -9,6 +9,7 @@ keeps recording after its writes start failing, so the retry finds the whole ans
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tokenmux.answer import DONE, SseSink, events
@@ -102,17 +103,15 @@ class Tee:
         await self.end(events(tail) + DONE)
 
     async def write(self, data: bytes) -> None:
-        self._flight.add(data)
-        if not self._gone:
-            try:
-                await self._client.write(data)
-            except ConnectionError:
-                self._gone = True
+        await self._relay(data, self._client.write)
 
     async def end(self, data: bytes) -> None:
+        await self._relay(data, self._client.end)
+
+    async def _relay(self, data: bytes, send: Callable[[bytes], Awaitable[None]]) -> None:
         self._flight.add(data)
         if not self._gone:
             try:
-                await self._client.end(data)
+                await send(data)
             except ConnectionError:
                 self._gone = True
