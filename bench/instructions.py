@@ -11,12 +11,16 @@ warms up; then it is switched on, the counters are zeroed, N requests of one kin
 keep-alive connection, and the counters are dumped. Standard library only, like bench.py.
 
     .venv/bin/python bench/instructions.py [--requests 300] [--python .venv/bin/python]
+                                           [--with-key]
+
+`--with-key` also counts each kind with a fresh Idempotency-Key on every request, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import re
 import shutil
@@ -50,9 +54,12 @@ def count(out: Path, before: set[Path]) -> int:
     raise bench.BenchError("callgrind wrote no dump")
 
 
-def ask(connection: http.client.HTTPConnection, body: str, kind: str) -> None:
-    connection.request("POST", "/v1/chat/completions", body, {
-        "Authorization": bench.AUTHORIZATION, "Content-Type": "application/json"})
+def ask(connection: http.client.HTTPConnection, body: str, kind: str,
+        key: str | None = None) -> None:
+    headers = {"Authorization": bench.AUTHORIZATION, "Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    connection.request("POST", "/v1/chat/completions", body, headers)
     answer = connection.getresponse()
     data = answer.read()
     if answer.status != 200:
@@ -63,6 +70,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--python", type=Path, default=Path(sys.executable))
+    parser.add_argument("--with-key", action="store_true",
+                        help="also count each kind with a fresh Idempotency-Key per request")
     parser.add_argument("--upstream-port", type=int, default=19111)
     parser.add_argument("--gateway-port", type=int, default=19112)
     parser.add_argument("--compression", action="store_true",
@@ -81,22 +90,31 @@ def main() -> int:
             launcher=("valgrind", "--tool=callgrind", "--instr-atstart=no",
                       f"--callgrind-out-file={out}"))
         results = {}
-        for kind, model, stream in KINDS + (COMPRESSION_KINDS if args.compression else ()):
+        keys = itertools.count()
+        cases = [(kind, model, stream, keyed)
+                 for kind, model, stream in KINDS + (COMPRESSION_KINDS if args.compression else ())
+                 for keyed in ((False, True) if args.with_key else (False,))]
+        for kind, model, stream, keyed in cases:
+            label = kind + ("+key" if keyed else "")
             messages, extra = bench.COMPRESSION_CASES.get(kind, (bench.PROMPT, {}))
             body = json.dumps({"model": model, "messages": messages, "stream": stream, **extra})
             connection = http.client.HTTPConnection("127.0.0.1", args.gateway_port, timeout=120)
+
+            def one() -> None:
+                ask(connection, body, kind, f"k-{next(keys)}" if keyed else None)  # noqa: B023
+
             for _ in range(50):
-                ask(connection, body, kind)
+                one()
             callgrind(gateway.process.pid, "--instr=on")
             callgrind(gateway.process.pid, "--zero")
             for _ in range(args.requests):
-                ask(connection, body, kind)
+                one()
             before = set(out.parent.glob(out.name + ".*"))
             callgrind(gateway.process.pid, "--dump")
             callgrind(gateway.process.pid, "--instr=off")
             connection.close()
-            results[kind] = count(out, before) / args.requests
-            print(f"  {kind:6} {results[kind] / 1e6:7.3f} M instructions per request "
+            results[label] = count(out, before) / args.requests
+            print(f"  {label:10} {results[label] / 1e6:7.3f} M instructions per request "
                   f"({args.requests} requests)", flush=True)
     except bench.BenchError as exc:
         print(f"instructions.py: {exc}", file=sys.stderr)

@@ -82,6 +82,7 @@ usage = Table(
     # A compressed request's conversation in tokens, before compression and as sent
     Column("tokens_before", Integer),
     Column("tokens_after", Integer),
+    Column("replay_of", String(32)),  # a repeat of a keyed request: the row billed for it
     Index("ix_usage_created_at", "created_at"),
     Index("ix_usage_key_created", "key_id", "created_at"),
     Index("ix_usage_model_created", "model", "created_at"),

@@ -37,6 +37,7 @@ def totals(engine: Engine, by: str) -> list[dict[str, Any]]:
             func.coalesce(func.sum(usage.c.tokens_before - usage.c.tokens_after), 0)
             .label("tokens_saved"),
         )
+        .where(usage.c.replay_of.is_(None))  # a replay is a row, not a request billed again
         .group_by(column)
         .order_by(column)
     )

@@ -20,6 +20,9 @@ INTERRUPTED = "interrupted"
 CHECKPOINT_SOURCE = "checkpoint"
 # The kind of a row that bills a request's summariser call; a request's own row has none.
 COMPRESSION = "compression"
+# A keyed request answered from another one's outcome (README, "Retry-safe requests"): unbilled,
+# no tokens, cost 0, `replay_of` naming the row of the request that did the work.
+REPLAY_SOURCE = "replay"
 
 
 @dataclass(slots=True)
@@ -50,6 +53,7 @@ class UsageRow:
     parent_id: str | None = None  # a summariser's row: the id of its request's row
     tokens_before: int | None = None  # a compressed request: its conversation, in tokens
     tokens_after: int | None = None  # and as it went upstream
+    replay_of: str | None = None  # the billed row whose answer this repeat was given
 
     def as_record(self) -> dict[str, Any]:
         route = self.route
@@ -82,8 +86,9 @@ class UsageRow:
             "parent_id": self.parent_id,
             "tokens_before": self.tokens_before,
             "tokens_after": self.tokens_after,
+            "replay_of": self.replay_of,
             "_pricing": None if route is None else _pricing(route),
-        }
+        } | ({"cost_usd": 0} if self.replay_of is not None else {})
 
 
 def _pricing(route: Route) -> dict[str, Any]:
