@@ -20,6 +20,7 @@
     ├── UpstreamFailed                502 upstream_error / bad_gateway
     ├── UpstreamTimeout               504 timeout / upstream_timeout
     ├── ShuttingDown                  503 api_error / shutting_down
+    ├── LimitsUnavailable             503 api_error / limits_unavailable (+ Retry-After)
     └── LedgerUnavailable             503 api_error / ledger_unavailable
 
 Each class knows its HTTP status and its OpenAI `type` and `code`, so the HTTP edge renders any of
@@ -244,3 +245,14 @@ class LedgerUnavailable(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "5"}
+
+
+class LimitsUnavailable(GatewayError):
+    """The shared store of rate limits does not answer and the config says to refuse rather
+    than admit on each instance's guess (`redis_failure: closed`)."""
+
+    status = 503
+    code = "limits_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
