@@ -36,6 +36,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 UPSTREAM_DIR = BENCH_DIR / "upstream"
 LUA_SCRIPT = BENCH_DIR / "post.lua"
+KEYED_SCRIPT = BENCH_DIR / "post_keyed.lua"  # a fresh Idempotency-Key on every request
 
 ADMIN_KEY = "tm-bench-admin-key-0123456789"
 AUTHORIZATION = f"Bearer {ADMIN_KEY}"
@@ -293,9 +294,12 @@ def parse_wrk(text: str, run: Run) -> Run:
 
 
 def wrk(url: str, body_file: Path, authorization: str | None, threads: int, connections: int,
-        duration: str) -> str:
+        duration: str, keyed: bool = False) -> str:
+    script = [str(KEYED_SCRIPT)] if keyed else [str(LUA_SCRIPT)]
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}", "--latency",
-            "-s", str(LUA_SCRIPT), url, "--", str(body_file), authorization or ""]
+            "-s", *script, url, "--", str(body_file), authorization or ""]
+    if keyed:
+        argv.append(f"k{time.monotonic_ns()}")  # keys never seen before, run after run
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
@@ -437,17 +441,22 @@ def measure(args: argparse.Namespace, tmp: Path, gateway: Service) -> list[Run]:
         verify(kind, direct_url, {**body, "model": "static-model"}, None, "static-model")
         verify(kind, through, body, AUTHORIZATION, model)
 
-        for path, url, auth in (("direct", direct_url, None), ("gateway", through, AUTHORIZATION)):
+        paths = [("direct", direct_url, None), ("gateway", through, AUTHORIZATION)]
+        if args.with_key:
+            paths.append(("gateway+key", through, AUTHORIZATION))
+        for path, url, auth in paths:
+            keyed = path == "gateway+key"
             for load, threads, connections in (LOW, HIGH):
                 if args.warmup:
                     # Fills the gateway's upstream connection pool and warms caches at this
                     # concurrency; done for the direct path too, so both sides start alike.
-                    wrk(url, body_file, auth, threads, connections, args.warmup)
+                    wrk(url, body_file, auth, threads, connections, args.warmup, keyed)
                 run = Run(kind, path, load, threads, connections, args.duration)
                 cpu_before = cpu_seconds(gateway.process.pid)
                 wall_before = time.monotonic()
-                parse_wrk(wrk(url, body_file, auth, threads, connections, args.duration), run)
-                if path == "gateway":
+                parse_wrk(wrk(url, body_file, auth, threads, connections, args.duration, keyed),
+                          run)
+                if path != "direct":
                     used = cpu_seconds(gateway.process.pid) - cpu_before
                     run.gateway_cpu_percent = 100 * used / (time.monotonic() - wall_before)
                     if run.requests:
@@ -470,6 +479,10 @@ def main() -> int:
     parser.add_argument("--warmup", default=os.environ.get("BENCH_WARMUP", "2s"),
                         help="wrk run before each measurement, not counted "
                              "(env BENCH_WARMUP; default 2s; empty or 0 for none)")
+    parser.add_argument("--with-key", action="store_true",
+                        default=bool(os.environ.get("BENCH_WITH_KEY")),
+                        help="also run the gateway with a fresh Idempotency-Key on every request "
+                             "(path gateway+key), in the same run")
     parser.add_argument("--upstream-port", type=int, default=19101)
     parser.add_argument("--gateway-port", type=int, default=19102)
     parser.add_argument("--python", type=Path, default=Path(sys.executable),

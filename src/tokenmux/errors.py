@@ -12,6 +12,9 @@
     ├── MethodNotAllowed              405 invalid_request_error / method_not_allowed
     ├── MethodNotImplemented          501 invalid_request_error / method_not_implemented
     ├── ReadTimeout                   408 timeout / header_timeout | body_timeout
+    ├── IdempotencyInProgress         409 invalid_request_error / idempotency_in_progress
+    ├── IdempotencyKeyReused          422 invalid_request_error / idempotency_key_reused
+    ├── Repeated                      the failure of the keyed request a repeat waited on
     ├── ConcurrencyLimited            429 requests / concurrency_limit_exceeded (+ Retry-After)
     ├── ServerBusy                    503 server_error / server_busy (+ Retry-After)
     ├── RateLimited                   429 requests|tokens / rate_limit_exceeded (+ Retry-After)
@@ -21,6 +24,7 @@
     ├── UpstreamTimeout               504 timeout / upstream_timeout
     ├── ShuttingDown                  503 api_error / shutting_down
     ├── LimitsUnavailable             503 api_error / limits_unavailable (+ Retry-After)
+    ├── IdempotencyUnavailable        503 api_error / idempotency_unavailable (+ Retry-After)
     └── LedgerUnavailable             503 api_error / ledger_unavailable
 
 Each class knows its HTTP status and its OpenAI `type` and `code`, so the HTTP edge renders any of
@@ -31,6 +35,7 @@ exceptions are converted into these at the boundary where they happen (upstream 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 class GatewayError(Exception):
@@ -256,3 +261,62 @@ class LimitsUnavailable(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class IdempotencyInProgress(GatewayError):
+    """The request with this key is still running and this repeat could not wait it out."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_in_progress"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class IdempotencyKeyReused(GatewayError):
+    status = 422
+    type = "invalid_request_error"
+    code = "idempotency_key_reused"
+
+
+class IdempotencyUnavailable(GatewayError):
+    """The shared store of idempotency records does not answer: a keyed request is refused
+    rather than risk running twice."""
+
+    status = 503
+    code = "idempotency_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class Repeated(GatewayError):
+    """What the first of a keyed request's copies failed with, given to a copy that waited on
+    it (here or on another instance): the same status, body and headers."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str]):
+        error = body.get("error") or {}
+        super().__init__(str(error.get("message") or ""), param=error.get("param"),
+                         code=error.get("code"))
+        self.status = status
+        self.type = str(error.get("type") or GatewayError.type)
+        self._body, self._headers = body, headers
+
+    @classmethod
+    def of(cls, original: GatewayError) -> Repeated:
+        headers = original.headers()
+        if original.retries_spent:
+            headers["x-should-retry"] = "false"
+        headers.update(original.extra_headers or {})
+        return cls(original.status, original.body(), headers)
+
+    def body(self) -> dict[str, Any]:
+        return self._body
+
+    def headers(self) -> dict[str, str]:
+        return dict(self._headers)

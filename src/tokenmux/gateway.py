@@ -19,6 +19,8 @@ from tokenmux import tokens
 from tokenmux.auth import KeyCache, Principal, hash_key
 from tokenmux.config import Config
 from tokenmux.db import connect
+from tokenmux.idempotency import Runs, runs_for
+from tokenmux.idempotency.redis import RedisStore
 from tokenmux.ledger import LedgerWriter
 from tokenmux.limits import KeyConcurrency, MemoryLimiter
 from tokenmux.providers import FAN_OUT, adapter_for
@@ -27,6 +29,7 @@ from tokenmux.providers.echo import EchoProvider
 from tokenmux.providers.fanout import FanOut
 from tokenmux.routing import Catalog
 from tokenmux.routing.catalog import ECHO_PROVIDER
+from tokenmux.state import RedisPool
 from tokenmux.upstream import HttpProvider, new_session
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,9 @@ class Gateway:
     providers: Mapping[str, Provider]
     ledger: LedgerWriter
     engine: Engine
+    idempotency: Runs
+    redis: RedisPool | None = None  # the pool every Redis-backed part uses, when configured
+    shared_records: RedisStore | None = None
     rng: random.Random = field(default_factory=random.Random)
     concurrency: KeyConcurrency = field(default_factory=lambda: KeyConcurrency(None))
     _session: aiohttp.ClientSession | None = None
@@ -53,6 +59,7 @@ class Gateway:
     draining: bool = False  # the stop's grace is out: a cancelled request ends as shutting_down
     workers: int = 1  # processes serving the same port on this machine
     instance: str = ""  # this process, as its ledger rows name it: host/worker index
+    _grace: asyncio.Task[None] | None = None
 
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "the gateway has not been started"
@@ -62,6 +69,10 @@ class Gateway:
         await asyncio.to_thread(tokens.warm_up)
         await asyncio.to_thread(self.keys.refresh)
         await self.ledger.start()
+        if self.redis is not None:
+            await self.redis.start()
+            if self.shared_records is not None:
+                self.shared_records.start()
         self._session = new_session()
         self._key_watch = asyncio.create_task(self.keys.watch(), name="key-watch")
         self._tasks.append(self._key_watch)
@@ -71,6 +82,13 @@ class Gateway:
         gc.freeze()
 
     async def stop(self) -> None:
+        # Requests can outlive their handlers (a keyed request whose client left runs on):
+        # they end, or the grace ends them, before the ledger closes, so their rows are kept.
+        if self._grace is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._grace
+        if self.inflight:
+            await asyncio.gather(*self.inflight, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -79,12 +97,15 @@ class Gateway:
         self._tasks.clear()
         if self._session is not None:
             await self._session.close()
+        if self.redis is not None:
+            await self.redis.stop()
         await self.ledger.close()
         self.engine.dispose()
 
     def begin_stop(self, grace: float) -> None:
         """No more requests come; those in flight get GRACE seconds, then are ended."""
-        self._tasks.append(asyncio.create_task(self._end_inflight(grace), name="stop-grace"))
+        self._grace = asyncio.create_task(self._end_inflight(grace), name="stop-grace")
+        self._tasks.append(self._grace)
 
     async def _end_inflight(self, grace: float) -> None:
         deadline = asyncio.get_running_loop().time() + grace
@@ -128,6 +149,8 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
     store each holds 1/WORKERS of every key's rate limits."""
     engine = engine or connect(config.database)
     instance = f"{socket.gethostname()}/{worker_index}"
+    redis = None if config.redis is None else RedisPool(config.redis, config.redis_prefix)
+    idempotency, shared_records = runs_for(config, redis)
     static: dict[str, Principal] = {}
     if config.admin_key:
         static[hash_key(config.admin_key)] = Principal("admin", "admin", is_admin=True)
@@ -139,6 +162,9 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
         providers={},
         ledger=_ledger(config, engine, instance),
         engine=engine,
+        idempotency=idempotency,
+        redis=redis,
+        shared_records=shared_records,
         concurrency=KeyConcurrency(config.server.max_concurrent_per_key),
         workers=workers,
         instance=instance,

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import secrets
+
+# What a client's own request id (X-Request-Id, Idempotency-Key) may be.
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 _prefix = secrets.token_hex(6)
 _counter = itertools.count()
@@ -27,3 +31,7 @@ os.register_at_fork(after_in_child=_reseed)
 def unique(kind: str = "") -> str:
     """`kind` followed by 24 hex digits, never repeated by any process."""
     return f"{kind}{_prefix}{next(_counter):012x}"
+
+
+def is_client_id(text: str) -> bool:
+    return _CLIENT_ID.fullmatch(text) is not None

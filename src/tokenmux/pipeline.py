@@ -1,6 +1,7 @@
 """The order of the stages one chat completion goes through, and nothing else.
 
-    authenticate → take a slot → read the body → validate → plan the channels → reserve limits
+    authenticate → [a keyed request: its copies get its answer, see idempotency/]
+    → take a slot → read the body → validate → plan the channels → reserve limits
     → attempt the channels in turn within the deadline → answer (JSON, or SSE chunk by chunk)
     → settle limits, give the slot back → ledger row
 
@@ -15,17 +16,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from tokenmux import tokens
+from tokenmux.answer import Answer, SseSink
 from tokenmux.api.chat import ChatRequest, parse_chat
 from tokenmux.auth import Principal
 from tokenmux.config.schema import Routing
 from tokenmux.errors import GatewayError, InvalidRequest, ShuttingDown, UpstreamFailed
 from tokenmux.gateway import Gateway
+from tokenmux.idempotency import Keyed
 from tokenmux.ids import unique
 from tokenmux.ledger import UsageRow
-from tokenmux.ledger.row import CHECKPOINT_SOURCE, INTERRUPTED, INTERRUPTED_STATUS
+from tokenmux.ledger.row import CHECKPOINT_SOURCE, INTERRUPTED, INTERRUPTED_STATUS, REPLAY_SOURCE
 from tokenmux.limits import Reservation, Slot
 from tokenmux.providers.base import (
     Call,
@@ -60,22 +63,10 @@ class Inbound:
     started: float  # time.perf_counter() when the request arrived
     read_body: Callable[[], Awaitable[bytes]]
     strict_params: str | None = None  # the X-Strict-Params header: "true" refuses, drops nothing
+    idempotency_key: str | None = None  # X-Request-Id or Idempotency-Key: runs once, replayed
 
 
-@dataclass(slots=True)
-class Answer:
-    body: dict[str, Any] | None  # None: the answer went out as a stream
-    headers: dict[str, str]
-
-
-class SseSink(Protocol):
-    async def open(self, headers: dict[str, str]) -> None: ...
-
-    async def send(self, chunks: list[dict[str, Any]]) -> None: ...
-
-    async def fail(self, error: GatewayError) -> None: ...
-
-    async def done(self, tail: list[dict[str, Any]]) -> None: ...
+__all__ = ["Answer", "Inbound", "SseSink", "chat_completion"]
 
 
 @dataclass(slots=True)
@@ -106,11 +97,37 @@ class _OpenStream:
 
 async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answer:
     principal = await gw.keys.authenticate(inbound.authorization, inbound.api_key)
-    outcome = _Outcome()
+    if inbound.idempotency_key is None:
+        return await _answer(gw, inbound, principal, sink)
+    return await _once(gw, inbound, principal, sink, inbound.idempotency_key)
+
+
+async def _once(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseSink,
+                key: str) -> Answer:
+    """A keyed request: run once per key and body, its copies answered from that run."""
+
+    def note(status: int, code: str | None, replay_of: str | None, stream: bool) -> None:
+        gw.ledger.record(_copy_row(inbound, principal, status, code, replay_of, stream))
+
+    try:
+        inbound.body = await inbound.read_body()  # the fingerprint is the body's
+        budget = _budget(inbound.timeout, gw.config.routing)
+    except GatewayError as error:
+        note(error.status, error.code, None, False)
+        raise
+    keyed = Keyed(key, principal.key_id, inbound.body, inbound.started + budget / 1000)
+    return await gw.idempotency.serve(
+        gw, keyed, sink, lambda tee, row_id: _answer(gw, inbound, principal, tee, row_id), note)
+
+
+async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseSink,
+                  row_id: str | None = None) -> Answer:
+    outcome = _Outcome() if row_id is None else _Outcome(row_id=row_id)
     billing = _Billing(gw, inbound, principal, outcome)
     try:
         billing.slot = gw.concurrency.acquire(principal)
-        inbound.body = await inbound.read_body()
+        if not inbound.body:  # a keyed request's was read already
+            inbound.body = await inbound.read_body()
         request = billing.request = parse_chat(inbound.body)
         deadline = Deadline(_budget(inbound.timeout, gw.config.routing), inbound.started)
         tier = outcome.attempts.tier = requested_tier(inbound.tier, principal.tier,
@@ -410,6 +427,15 @@ def _checkpoint_row(inbound: Inbound, principal: Principal, request: ChatRequest
                   completion_tokens=chars // 4 + 1, source=CHECKPOINT_SOURCE)
     row = _row(inbound, principal, request, outcome, usage)
     row.status, row.error_code = INTERRUPTED_STATUS, INTERRUPTED
+    return row
+
+
+def _copy_row(inbound: Inbound, principal: Principal, status: int, code: str | None,
+              replay_of: str | None, stream: bool) -> UsageRow:
+    """A keyed request's copy, or one refused before it could run: billed nothing."""
+    row = _row(inbound, principal, None, _Outcome(status=status, error_code=code),
+               Usage(source=REPLAY_SOURCE if replay_of else "none"))
+    row.replay_of, row.stream = replay_of, stream
     return row
 
 

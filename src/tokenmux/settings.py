@@ -19,10 +19,12 @@ def env() -> Mapping[str, str]:
 class Settings:
     config_path: str | None
     admin_key: str | None
+    redis_url: str | None = None
 
 
 def load() -> Settings:
     return Settings(
         config_path=os.environ.get("TOKENMUX_CONFIG") or None,
         admin_key=os.environ.get("TOKENMUX_ADMIN_KEY") or None,
+        redis_url=os.environ.get("TOKENMUX_REDIS_URL") or None,
     )

@@ -9,7 +9,7 @@ import pytest
 
 import tokenmux
 import tokenmux.sdk
-from tests.conftest import ADMIN_KEY, wait_until
+from tests.conftest import ADMIN_KEY
 from tests.fakes.openai_upstream import REPLY
 from tokenmux import (
     APIConnectionError,
@@ -223,9 +223,16 @@ def test_async_client_streams_and_lists_models(gateway):
     assert "fake-model" in models and one == "fake-model"
 
 
-def test_leaving_a_stream_early_cancels_it_upstream(client, upstream):
-    with client.chat.completions.create(model="fake-model", stream=True, user="sdk-leaver",
-                                        messages=[{"role": "user", "content": "@slow 0.3"}]
-                                        ) as stream:
+def test_leaving_a_stream_early_lets_it_run_on_for_the_same_call(client, gateway, upstream):
+    # Every call of the SDK carries its request id, so it is idempotent (README, "Retry-safe
+    # requests"): leaving does not cancel it; it runs to its end, is billed once, and the same
+    # call made again gets the whole stream.
+    call = {"model": "fake-model", "stream": True, "user": "sdk-leaver", "request_id":
+            "sdk-leaver-1", "messages": [{"role": "user", "content": "@slow 0.3"}]}
+    with client.chat.completions.create(**call) as stream:
         next(iter(stream))
-    assert wait_until(lambda: "sdk-leaver" in upstream.abandoned, timeout=10)
+    row = gateway.wait_row("sdk-leaver-1", timeout=20)
+    assert (row["status"], row["completion_tokens"]) == (200, len(REPLY.split()))
+    assert "sdk-leaver" not in upstream.abandoned
+    again = client.chat.completions.create(**call)
+    assert "".join(c.choices[0].delta.content or "" for c in again if c.choices) == REPLY

@@ -24,6 +24,8 @@ def load(config_path: str | None) -> Config:
         raise click.ClickException(f"invalid config {exc.source}:\n{lines}") from None
     if config.admin_key is None and env.admin_key:
         config = config.model_copy(update={"admin_key": env.admin_key})
+    if config.redis is None and env.redis_url:
+        config = config.model_copy(update={"redis": env.redis_url})
     return config
 
 

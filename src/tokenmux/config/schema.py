@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 ECHO_MODEL = "tokenmux/echo"
 
@@ -151,8 +152,42 @@ class Ledger(Strict):
     retry_max_ms: int = Field(5_000, gt=0, description="longest wait between write retries")
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: object) -> object:
+    """`90`, `2s`, `500ms`, `10m`, `24h`, `7d`: a duration in seconds."""
+    if not isinstance(value, str):
+        return value
+    found = _DURATION.fullmatch(value.strip())
+    if found is None:
+        raise ValueError(f"{value!r} is not a duration (a number of seconds, or e.g. 500ms, "
+                         "2s, 10m, 24h, 7d)")
+    return float(found.group(1)) * _UNIT_SECONDS[found.group(2) or "s"]
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+
+class Idempotency(Strict):
+    """How long, and how much of, the answers to keyed requests are kept (README,
+    "Retry-safe requests")."""
+
+    ttl: Seconds = Field(24 * 3600, gt=0, description="how long an answer is replayed")
+    # Bounds on the in-process store; the oldest answers go first. Redis has its own.
+    max_entries: int = Field(10_000, ge=1, description="answers kept at once")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1, description="their bytes in all")
+    max_stream_bytes: int = Field(4 * 1024 * 1024, ge=1,
+                                  description="a stream above this is not kept")
+
+
 class Config(Strict):
     database: str = "./tokenmux.db"
+    # Shared state (idempotency records today) lives there when set; also TOKENMUX_REDIS_URL.
+    redis: str | None = None
+    redis_prefix: str = Field("tokenmux:", description="before every key the gateway sets")
+    idempotency: Idempotency = Field(default_factory=Idempotency)
     admin_key: str | None = None
     echo_model: bool = True
     log_level: str = "INFO"

@@ -27,6 +27,7 @@ def totals(engine: Engine, by: str) -> list[dict[str, Any]]:
             func.coalesce(func.sum(usage.c.completion_tokens), 0).label("completion_tokens"),
             func.sum(usage.c.cost_usd).label("cost_usd"),
         )
+        .where(usage.c.replay_of.is_(None))  # a replay is a row, not a request billed again
         .group_by(column)
         .order_by(column)
     )

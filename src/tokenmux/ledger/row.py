@@ -18,6 +18,9 @@ from tokenmux.routing.catalog import Route
 INTERRUPTED_STATUS = 500
 INTERRUPTED = "interrupted"
 CHECKPOINT_SOURCE = "checkpoint"
+# A keyed request answered from another one's outcome (README, "Retry-safe requests"): unbilled,
+# no tokens, cost 0, `replay_of` naming the row of the request that did the work.
+REPLAY_SOURCE = "replay"
 
 
 @dataclass(slots=True)
@@ -44,6 +47,7 @@ class UsageRow:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: str = field(default_factory=unique)
     dropped_params: str | None = None  # the sampling hints left out, comma-separated
+    replay_of: str | None = None  # the billed row whose answer this repeat was given
 
     def as_record(self) -> dict[str, Any]:
         route = self.route
@@ -72,8 +76,9 @@ class UsageRow:
             "latency_ms": round(self.latency_ms, 3),
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
             "dropped_params": self.dropped_params,
+            "replay_of": self.replay_of,
             "_pricing": None if route is None else _pricing(route),
-        }
+        } | ({"cost_usd": 0} if self.replay_of is not None else {})
 
 
 def _pricing(route: Route) -> dict[str, Any]:

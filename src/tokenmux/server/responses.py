@@ -12,7 +12,9 @@ from tokenmux.errors import GatewayError
 
 def json_response(body: Any, request_id: str, status: int = 200,
                   headers: dict[str, str] | None = None) -> web.Response:
-    response = web.Response(body=orjson.dumps(body), status=status,
+    """BODY as JSON; bytes are taken as already encoded (a replay's kept body)."""
+    encoded = body if isinstance(body, bytes) else orjson.dumps(body)
+    response = web.Response(body=encoded, status=status,
                             content_type="application/json")
     response.headers["X-Request-Id"] = request_id
     if headers:

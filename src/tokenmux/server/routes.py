@@ -6,7 +6,6 @@ import asyncio
 import functools
 import logging
 import os
-import re
 import time
 
 from aiohttp import HttpVersion11, web
@@ -25,7 +24,8 @@ from tokenmux.errors import (
     RouteNotFound,
 )
 from tokenmux.gateway import Gateway
-from tokenmux.ids import unique
+from tokenmux.idempotency import key_of
+from tokenmux.ids import is_client_id, unique
 from tokenmux.logs import REQUEST_ID
 from tokenmux.server.body import check_headers, read_body
 from tokenmux.server.responses import error_response, json_response
@@ -34,14 +34,14 @@ from tokenmux.server.sse import SseWriter
 log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def request_id(request: web.Request) -> str:
     rid: str | None = request.get("request_id")
     if rid is None:
-        given = request.headers.get("X-Request-Id")
-        rid = given if given and _REQUEST_ID.fullmatch(given) else unique("req_")
+        # The client's id when it sent one (an Idempotency-Key alone names the request too).
+        given = request.headers.get("X-Request-Id") or request.headers.get("Idempotency-Key")
+        rid = given if given and is_client_id(given) else unique("req_")
         request["request_id"] = rid
     return rid
 
@@ -56,9 +56,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                headers.get("X-User"), headers.get("X-Timeout"),
                                headers.get("X-Tier"), rid, started,
                                functools.partial(read_body, request, gateway.config.server),
-                               headers.get("X-Strict-Params"))
+                               headers.get("X-Strict-Params"),
+                               key_of(headers.get("X-Request-Id"),
+                                      headers.get("Idempotency-Key")))
     sink = SseWriter(request, rid)
     answer = await pipeline.chat_completion(gateway, inbound, sink)
+    if answer.raw is not None:
+        return json_response(answer.raw, rid, headers=answer.headers)
     if answer.body is None:
         assert sink.response is not None
         return sink.response

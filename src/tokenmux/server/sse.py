@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from tokenmux.answer import DONE, events
 from tokenmux.errors import GatewayError
 
 
@@ -32,21 +32,22 @@ class SseWriter:
 
     async def send(self, chunks: list[dict[str, Any]]) -> None:
         # Everything one upstream read brought leaves in one write: one syscall, not one a chunk.
-        assert self.response is not None
-        await self.response.write(_events(chunks))
+        await self.write(events(chunks))
 
     # The last events leave with the end of the body, in the same write.
 
     async def fail(self, error: GatewayError) -> None:
         # The openai SDK raises APIError on an event whose object has an `error` key.
-        assert self.response is not None
         with contextlib.suppress(ConnectionError):  # a client already gone needs no notice
-            await self.response.write_eof(_events([error.body()]))
+            await self.end(events([error.body()]))
 
     async def done(self, tail: list[dict[str, Any]]) -> None:
+        await self.end(events(tail) + DONE)
+
+    async def write(self, data: bytes) -> None:
         assert self.response is not None
-        await self.response.write_eof(_events(tail) + b"data: [DONE]\n\n")
+        await self.response.write(data)
 
-
-def _events(chunks: list[Any]) -> bytes:
-    return b"".join([b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks])
+    async def end(self, data: bytes) -> None:
+        assert self.response is not None
+        await self.response.write_eof(data)
