@@ -70,7 +70,7 @@ usage = Table(
     Column("latency_ms", Float, nullable=False),
     Column("ttft_ms", Float),
     Column("dropped_params", String(256)),  # request fields the target takes not, left out
-    Column("instance", String(128)),  # the process that served it: host/worker index
+    Column("instance", String(128)),  # the process that served it: host:port/worker index
     Column("replay_of", String(32)),  # a repeat of a keyed request: the row billed for it
     Index("ix_usage_created_at", "created_at"),
     Index("ix_usage_key_created", "key_id", "created_at"),

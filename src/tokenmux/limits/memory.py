@@ -131,6 +131,10 @@ class MemoryLimiter:
             bucket.refill(now)
         return bucket
 
+    def scope(self) -> str:
+        """Where a key's limits are held, as `/health` says it."""
+        return "process" if self._share == 1 else f"split 1/{self._share}"
+
     def _part(self) -> str:
         return f" (this worker holds 1/{self._share} of it)" if self._share > 1 else ""
 

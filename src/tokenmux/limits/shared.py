@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -41,16 +42,19 @@ def _script(name: str) -> str:
     return (resources.files("tokenmux.limits") / name).read_text()
 
 
+@dataclass(slots=True)
 class SharedReservation(Reservation):
-    __slots__ = ("_limiter", "_principal")
+    limiter: SharedLimiter | None = None
+    principal: Principal | None = None
 
     def settle(self, actual_tokens: int) -> None:
         if self.settled:
             return
         reserved = self.reserved
-        super().settle(actual_tokens)
-        if self.bucket is not None and actual_tokens != reserved:
-            self._limiter.settle_later(self._principal, reserved - actual_tokens)
+        Reservation.settle(self, actual_tokens)  # the local copy, for the answer's headers
+        if (self.limiter is not None and self.principal is not None and self.bucket is not None
+                and actual_tokens != reserved):
+            self.limiter.settle_later(self.principal, reserved - actual_tokens)
 
 
 class SharedLimiter:
@@ -69,6 +73,13 @@ class SharedLimiter:
         """After the pool has opened: the scripts are sent by hash, loaded once on a miss."""
         self._reserve = self._pool.client.register_script(_script("reserve.lua"))
         self._settle = self._pool.client.register_script(_script("settle.lua"))
+
+    def scope(self) -> str:
+        return self._fallback.scope() if self.degraded else "redis"
+
+    @property
+    def refusing(self) -> bool:
+        return self.degraded and self._closed
 
     def _keys(self, principal: Principal) -> list[str]:
         return [self._pool.key("rl", principal.key_id, "requests"),
@@ -98,10 +109,8 @@ class SharedLimiter:
             kind = verdict.decode()
             raise refusal(principal, kind, float(wait), limit_headers(
                 request_bucket, token_bucket, now), "")
-        reservation = SharedReservation(token_bucket, int(reserved), requests=request_bucket)
-        reservation._limiter = self
-        reservation._principal = principal
-        return reservation
+        return SharedReservation(token_bucket, int(reserved), requests=request_bucket,
+                                 limiter=self, principal=principal)
 
     def _degraded(self, principal: Principal, estimated_tokens: int) -> Reservation:
         if self._closed:
@@ -113,15 +122,15 @@ class SharedLimiter:
     def settle_later(self, principal: Principal, delta: int) -> None:
         if self.degraded or principal.tpm is None:
             return
-        task = asyncio.get_running_loop().create_task(self._settle_now(principal, delta))
+        task = asyncio.get_running_loop().create_task(
+            self._settle_now(principal.tpm, self._keys(principal)[1], delta))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _settle_now(self, principal: Principal, delta: int) -> None:
+    async def _settle_now(self, tpm: int, bucket: str, delta: int) -> None:
         assert self._settle is not None
         try:
-            await self._settle(keys=[self._keys(principal)[1]],
-                               args=[principal.tpm, delta, KEEP_MS])
+            await self._settle(keys=[bucket], args=[tpm, delta, KEEP_MS])
         except _FAILURES as exc:
             self._turn_degraded(exc)
         except Exception:  # a settle must never take the task's loop down with it
