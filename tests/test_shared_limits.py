@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -248,3 +249,30 @@ def test_rows_from_every_instance_reach_the_one_database(tmp_path: Path, upstrea
         assert all(r["cost_usd"] is not None and r["cost_usd"] > 0 for r in served)
     finally:
         fleet.stop()
+
+
+def test_instances_starting_together_on_a_new_database_migrate_once(
+        tmp_path: Path, upstream: FakeOpenAI, database: str) -> None:
+    fleet = Fleet(tmp_path, config(database, upstream, REDIS_URL), 3)
+    for gateway in fleet.gateways:
+        gateway.process = subprocess.Popen(
+            [sys.executable, "-m", "tokenmux", "serve", "--config", str(gateway.config),
+             "--port", str(gateway.port)], cwd=gateway.cwd, env=gateway.env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for gateway in fleet.gateways:
+            assert wait_until(lambda g=gateway: live(g), timeout=60), gateway.log_so_far()
+        with psycopg.connect(database) as conn:
+            versions = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        assert len(versions) == 1
+        key = fleet.key()
+        assert all(fleet.ask(n, key).status_code == 200 for n in range(3))
+    finally:
+        fleet.stop()
+
+
+def live(gateway: Gateway) -> bool:
+    try:
+        return httpx.get(gateway.base_url + "/health/live", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
