@@ -62,12 +62,12 @@ def test_two_workers_serve_one_port_and_the_ledger_names_each(two_workers: Gatew
     first = health(gateway)
     assert first["workers"] == 2
     assert first["limits"] == "split 1/2"
-    assert first["instance"] in (f"{HOST}/0", f"{HOST}/1")
+    assert first["instance"] in (f"{HOST}:{gateway.port}/0", f"{HOST}:{gateway.port}/1")
     for n in range(40):
         assert ask(gateway, f"spread-{n}").status_code == 200
     assert wait_until(lambda: len(gateway.rows(status=200)) >= 40, timeout=20)
     served = {row["instance"] for row in gateway.rows() if row["request_id"].startswith("spread-")}
-    assert served == {f"{HOST}/0", f"{HOST}/1"}
+    assert served == {f"{HOST}:{gateway.port}/0", f"{HOST}:{gateway.port}/1"}
     assert "with 2 workers" in gateway.log_so_far()
 
 

@@ -23,6 +23,7 @@
     ├── UpstreamFailed                502 upstream_error / bad_gateway
     ├── UpstreamTimeout               504 timeout / upstream_timeout
     ├── ShuttingDown                  503 api_error / shutting_down
+    ├── LimitsUnavailable             503 api_error / limits_unavailable (+ Retry-After)
     ├── IdempotencyUnavailable        503 api_error / idempotency_unavailable (+ Retry-After)
     └── LedgerUnavailable             503 api_error / ledger_unavailable
 
@@ -249,6 +250,17 @@ class LedgerUnavailable(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "5"}
+
+
+class LimitsUnavailable(GatewayError):
+    """The shared store of rate limits does not answer and the config says to refuse rather
+    than admit on each instance's guess (`redis_failure: closed`)."""
+
+    status = 503
+    code = "limits_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class IdempotencyInProgress(GatewayError):

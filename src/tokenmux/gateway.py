@@ -23,7 +23,7 @@ from tokenmux.db import connect
 from tokenmux.idempotency import Runs, runs_for
 from tokenmux.idempotency.redis import RedisStore
 from tokenmux.ledger import LedgerWriter
-from tokenmux.limits import KeyConcurrency, MemoryLimiter
+from tokenmux.limits import KeyConcurrency, MemoryLimiter, SharedLimiter
 from tokenmux.providers import FAN_OUT, adapter_for
 from tokenmux.providers.base import Provider
 from tokenmux.providers.echo import EchoProvider
@@ -43,7 +43,7 @@ class Gateway:
     config: Config
     catalog: Catalog
     keys: KeyCache
-    limiter: MemoryLimiter
+    limiter: MemoryLimiter | SharedLimiter
     providers: Mapping[str, Provider]
     ledger: LedgerWriter
     engine: Engine
@@ -60,7 +60,7 @@ class Gateway:
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
     draining: bool = False  # the stop's grace is out: a cancelled request ends as shutting_down
     workers: int = 1  # processes serving the same port on this machine
-    instance: str = ""  # this process, as its ledger rows name it: host/worker index
+    instance: str = ""  # this process, as its ledger rows name it: host:port/worker index
     _grace: asyncio.Task[None] | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -75,6 +75,10 @@ class Gateway:
             await self.redis.start()
             if self.shared_records is not None:
                 self.shared_records.start()
+            if isinstance(self.limiter, SharedLimiter):
+                self.limiter.start()
+                self._tasks.append(asyncio.create_task(self.limiter.heartbeat(),
+                                                       name="limits-heartbeat"))
         self._session = new_session()
         self._key_watch = asyncio.create_task(self.keys.watch(), name="key-watch")
         self._tasks.append(self._key_watch)
@@ -99,6 +103,8 @@ class Gateway:
         self._tasks.clear()
         if self._session is not None:
             await self._session.close()
+        if isinstance(self.limiter, SharedLimiter):
+            await self.limiter.close()
         if self.redis is not None:
             await self.redis.stop()
         await self.ledger.close()
@@ -146,11 +152,13 @@ def _ledger(config: Config, engine: Engine, instance: str) -> LedgerWriter:
 
 
 def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
-          worker_index: int = 0) -> Gateway:
+          worker_index: int = 0, port: int | None = None) -> Gateway:
     """WORKERS processes serve this machine's port, this one as WORKER_INDEX; without a shared
     store each holds 1/WORKERS of every key's rate limits."""
     engine = engine or connect(config.database)
-    instance = f"{socket.gethostname()}/{worker_index}"
+    # Unique among the gateways of a fleet: one machine may run several, on ports of their own.
+    port = config.server.port if port is None else port
+    instance = f"{socket.gethostname()}:{port}/{worker_index}"
     redis = None if config.redis is None else RedisPool(config.redis, config.redis_prefix)
     idempotency, shared_records = runs_for(config, redis)
     static: dict[str, Principal] = {}
@@ -160,7 +168,8 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
         config=config,
         catalog=Catalog(config),
         keys=KeyCache(engine, static=static, poll_interval=KEY_POLL_SECONDS),
-        limiter=MemoryLimiter(share=workers),
+        limiter=MemoryLimiter(share=workers) if redis is None else SharedLimiter(
+            redis, instance, closed=config.redis_failure == "closed"),
         providers={},
         ledger=_ledger(config, engine, instance),
         engine=engine,

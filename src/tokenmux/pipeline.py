@@ -148,7 +148,7 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
         most = None if fallback is None else len({route.model for route in routes})
         prompt = tokens.estimate_prompt(len(inbound.body))
         answers = request.body.get("n") or 1
-        billing.reservation = gw.limiter.reserve(
+        billing.reservation = await gw.limiter.admit(
             principal, prompt + answers * entry.answer_estimate(request.max_output, prompt))
         if (request.compression is not None or inbound.compression is not None
                 or principal.compression or entry.compression is not None):

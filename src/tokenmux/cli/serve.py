@@ -82,7 +82,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     else:
         engine = open_database(config)
     gateway = gateway_module.build(config, engine=engine, workers=workers,
-                                   worker_index=worker_index or 0)
+                                   worker_index=worker_index or 0, port=port)
     if worker_index is None:
         models = ", ".join(entry.name for entry in gateway.catalog.entries)
         click.echo(f"tokenmux serving on http://{host}:{port}/v1 — models: {models}")

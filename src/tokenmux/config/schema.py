@@ -217,6 +217,9 @@ class Config(Strict):
     # Shared state (idempotency records today) lives there when set; also TOKENMUX_REDIS_URL.
     redis: str | None = None
     redis_prefix: str = Field("tokenmux:", description="before every key the gateway sets")
+    # While Redis does not answer: `open` admits on in-process shares of each key's limits,
+    # `closed` refuses limited keys with a 503.
+    redis_failure: Literal["open", "closed"] = "open"
     idempotency: Idempotency = Field(default_factory=Idempotency)
     admin_key: str | None = None
     echo_model: bool = True

@@ -42,10 +42,18 @@ def connect(database: str, *, migrate: bool = True) -> Engine:
     return engine
 
 
+# Any fixed number will do, as long as nothing else on the server takes the same lock.
+_MIGRATION_LOCK = 0x746F6B656E6D7578 & 0x7FFFFFFFFFFFFFFF  # "tokenmux"
+
+
 def upgrade(engine: Engine) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(resources.files("tokenmux.db") / "migrations"))
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Gateways starting together on one database migrate one at a time: the first
+            # migrates, the others find the schema current. Released with the transaction.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")

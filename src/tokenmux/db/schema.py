@@ -75,7 +75,7 @@ usage = Table(
     Column("latency_ms", Float, nullable=False),
     Column("ttft_ms", Float),
     Column("dropped_params", String(256)),  # request fields the target takes not, left out
-    Column("instance", String(128)),  # the process that served it: host/worker index
+    Column("instance", String(128)),  # the process that served it: host:port/worker index
     # NULL: the request's own row; "compression": its summariser's call, parent_id naming it
     Column("kind", String(16)),
     Column("parent_id", String(32)),

@@ -76,6 +76,17 @@ def limit_headers(requests: _Bucket | None, tokens: _Bucket | None,
     return headers
 
 
+def refusal(principal: Principal, kind: str, wait: float, headers: dict[str, str],
+            part: str) -> RateLimited:
+    """The 429 for a key whose KIND ("requests" or "tokens") bucket needs WAIT seconds more;
+    PART says which share of the limit this process holds, when it holds one."""
+    limit = principal.rpm if kind == "requests" else principal.tpm
+    refused = RateLimited(f"Rate limit reached for key {principal.name!r}: {limit} {kind} per "
+                          f"minute{part}. Retry in {wait:.1f}s.", retry_after=wait, kind=kind)
+    refused.extra_headers = headers
+    return refused
+
+
 @dataclass(slots=True)
 class Reservation:
     bucket: _Bucket | None = None
@@ -120,8 +131,15 @@ class MemoryLimiter:
             bucket.refill(now)
         return bucket
 
+    def scope(self) -> str:
+        """Where a key's limits are held, as `/health` says it."""
+        return "process" if self._share == 1 else f"split 1/{self._share}"
+
     def _part(self) -> str:
         return f" (this worker holds 1/{self._share} of it)" if self._share > 1 else ""
+
+    async def admit(self, principal: Principal, estimated_tokens: int) -> Reservation:
+        return self.reserve(principal, estimated_tokens)
 
     def reserve(self, principal: Principal, estimated_tokens: int) -> Reservation:
         if principal.rpm is None and principal.tpm is None:
@@ -135,12 +153,8 @@ class MemoryLimiter:
         if requests is not None:
             wait = requests.wait_for(1)
             if wait > 0:
-                refused = RateLimited(
-                    f"Rate limit reached for key {principal.name!r}: {principal.rpm} requests "
-                    f"per minute{self._part()}. Retry in {wait:.1f}s.", retry_after=wait,
-                    kind="requests")
-                refused.extra_headers = limit_headers(requests, tokens, now)
-                raise refused
+                raise refusal(principal, "requests", wait, limit_headers(requests, tokens, now),
+                              self._part())
         needed = 0
         if tokens is not None:
             # A request larger than the whole allowance waits for a full bucket, not forever,
@@ -148,12 +162,8 @@ class MemoryLimiter:
             needed = min(estimated_tokens, tokens.capacity_int)
             wait = tokens.wait_for(needed)
             if wait > 0:
-                refused = RateLimited(
-                    f"Rate limit reached for key {principal.name!r}: {principal.tpm} tokens "
-                    f"per minute{self._part()}. Retry in {wait:.1f}s.", retry_after=wait,
-                    kind="tokens")
-                refused.extra_headers = limit_headers(requests, tokens, now)
-                raise refused
+                raise refusal(principal, "tokens", wait, limit_headers(requests, tokens, now),
+                              self._part())
             tokens.level -= needed
         if requests is not None:
             requests.level -= 1

@@ -27,6 +27,7 @@ from tokenmux.errors import (
 from tokenmux.gateway import Gateway
 from tokenmux.idempotency import key_of
 from tokenmux.ids import is_client_id, unique
+from tokenmux.limits import SharedLimiter
 from tokenmux.logs import REQUEST_ID
 from tokenmux.server.body import check_headers, read_body
 from tokenmux.server.responses import error_response, json_response
@@ -109,22 +110,27 @@ async def retrieve_model(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """Liveness and readiness at once: 200 only when the database answers, the view of the keys
-    is fresh (a revoked key is refused), and the ledger can keep rows somewhere (the database or
-    its disk)."""
+    is fresh (a revoked key is refused), the ledger can keep rows somewhere (the database or
+    its disk), and limited keys are served (Redis answers, or may be done without)."""
     gateway = request.app[GATEWAY]
     ledger = gateway.ledger.health()
     body = {"status": "ok", "database": "ok", "keys": gateway.keys_health(),
             "ledger": ledger.pop("state"), "ledger_detail": ledger,
             "instance": gateway.instance, "pid": os.getpid(), "workers": gateway.workers,
-            # Where each key's rate limits are held: in this process whole, or split over
-            # the machine's workers.
-            "limits": "process" if gateway.workers == 1 else f"split 1/{gateway.workers}"}
+            # Where each key's rate limits are held: in this process whole, split over the
+            # instances, or shared through Redis.
+            "limits": gateway.limiter.scope()}
+    if isinstance(gateway.limiter, SharedLimiter):
+        body["redis"] = "degraded" if gateway.limiter.degraded else "ok"
+        body["instances"] = gateway.limiter.instances  # seen alive in the last minute
     try:
         await asyncio.wait_for(asyncio.to_thread(gateway.database_ready), 5)
     except (SQLAlchemyError, TimeoutError) as exc:
         body["database"] = f"unreachable: {type(exc).__name__}"
+    # Degraded Redis stops the serving only where the config says to refuse meanwhile.
+    refusing = isinstance(gateway.limiter, SharedLimiter) and gateway.limiter.refusing
     if (body["database"] != "ok" or body["keys"] != "ok"
-            or body["ledger"] in ("failing", "stopped")):
+            or body["ledger"] in ("failing", "stopped") or refusing):
         body["status"] = "unavailable"
         return json_response(body, request_id(request), 503)
     return json_response(body, request_id(request))
