@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 
 from tests.conftest import Gateway, config_for, free_port, wait_until
@@ -93,8 +94,10 @@ def test_a_failure_on_one_instance_reaches_the_copy_waiting_on_the_other(pair, u
     assert two.post(payload, headers={"X-Request-Id": rid}).status_code == 200  # free again
 
 
-def test_a_keyed_request_is_refused_while_redis_does_not_answer(tmp_path, upstream):
-    config = config_for(tmp_path, upstream, f"redis: redis://127.0.0.1:{free_port()}/0\n")
+def test_a_keyed_request_is_refused_while_redis_does_not_answer_if_so_configured(
+        tmp_path, upstream):
+    config = config_for(tmp_path, upstream, f"redis: redis://127.0.0.1:{free_port()}/0\n"
+                                            "redis_failure: closed\n")
     running = Gateway(tmp_path, config).start()
     try:
         user = tag()
@@ -104,5 +107,23 @@ def test_a_keyed_request_is_refused_while_redis_does_not_answer(tmp_path, upstre
         assert refused.headers["Retry-After"] == "1"
         assert calls(upstream, user) == 0
         assert running.post(body(user)).status_code == 200  # no key: served as ever
+    finally:
+        running.stop()
+
+
+def test_a_keyed_request_runs_unkeyed_while_redis_does_not_answer_by_default(tmp_path, upstream):
+    config = config_for(tmp_path, upstream, f"redis: redis://127.0.0.1:{free_port()}/0\n")
+    running = Gateway(tmp_path, config).start()
+    try:
+        user, rid = tag(), tag()
+        answers = [running.post(body(user), headers={"X-Request-Id": rid}) for _ in range(2)]
+        # Served, as by a gateway without Redis would serve a request without a key: each
+        # copy runs (the promise lapses while Redis is away, and /health says so).
+        assert [a.status_code for a in answers] == [200, 200]
+        assert "Idempotent-Replayed" not in answers[1].headers
+        assert calls(upstream, user) == 2
+        health = httpx.get(running.base_url + "/health", timeout=10).json()
+        assert health["redis"] == "degraded" and health["status"] == "ok"
+        assert "Redis does not answer" in running.log_so_far()
     finally:
         running.stop()

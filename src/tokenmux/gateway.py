@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from tokenmux import tokens
 from tokenmux.auth import KeyCache, Principal, hash_key
-from tokenmux.compression import MemorySummaries, SummaryCache
+from tokenmux.compression import MemorySummaries, RedisSummaries, SummaryCache
 from tokenmux.config import Config
 from tokenmux.db import connect
 from tokenmux.idempotency import Runs, runs_for
@@ -73,12 +73,11 @@ class Gateway:
         await self.ledger.start()
         if self.redis is not None:
             await self.redis.start()
+            self._tasks.append(asyncio.create_task(self.redis.heartbeat(), name="redis-heartbeat"))
             if self.shared_records is not None:
                 self.shared_records.start()
             if isinstance(self.limiter, SharedLimiter):
                 self.limiter.start()
-                self._tasks.append(asyncio.create_task(self.limiter.heartbeat(),
-                                                       name="limits-heartbeat"))
         self._session = new_session()
         self._key_watch = asyncio.create_task(self.keys.watch(), name="key-watch")
         self._tasks.append(self._key_watch)
@@ -159,8 +158,12 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
     # Unique among the gateways of a fleet: one machine may run several, on ports of their own.
     port = config.server.port if port is None else port
     instance = f"{socket.gethostname()}:{port}/{worker_index}"
-    redis = None if config.redis is None else RedisPool(config.redis, config.redis_prefix)
+    redis = None if config.redis is None else RedisPool(
+        config.redis, config.redis_prefix, instance=instance,
+        closed=config.redis_failure == "closed")
     idempotency, shared_records = runs_for(config, redis)
+    in_process = MemorySummaries(config.compression.cache_entries)
+    summaries: SummaryCache = in_process if redis is None else RedisSummaries(redis, in_process)
     static: dict[str, Principal] = {}
     if config.admin_key:
         static[hash_key(config.admin_key)] = Principal("admin", "admin", is_admin=True)
@@ -168,8 +171,7 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
         config=config,
         catalog=Catalog(config),
         keys=KeyCache(engine, static=static, poll_interval=KEY_POLL_SECONDS),
-        limiter=MemoryLimiter(share=workers) if redis is None else SharedLimiter(
-            redis, instance, closed=config.redis_failure == "closed"),
+        limiter=MemoryLimiter(share=workers) if redis is None else SharedLimiter(redis),
         providers={},
         ledger=_ledger(config, engine, instance),
         engine=engine,
@@ -179,7 +181,7 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
         concurrency=KeyConcurrency(config.server.max_concurrent_per_key),
         workers=workers,
         instance=instance,
-        summaries=MemorySummaries(config.compression.cache_entries),
+        summaries=summaries,
     )
     providers: dict[str, Provider] = {ECHO_PROVIDER: EchoProvider()}
     for name, provider in config.providers.items():

@@ -23,7 +23,13 @@ from tokenmux.answer import Answer, SseSink
 from tokenmux.api.chat import ChatRequest, parse_chat
 from tokenmux.auth import Principal
 from tokenmux.config.schema import Routing
-from tokenmux.errors import GatewayError, InvalidRequest, ShuttingDown, UpstreamFailed
+from tokenmux.errors import (
+    GatewayError,
+    IdempotencyUnavailable,
+    InvalidRequest,
+    ShuttingDown,
+    UpstreamFailed,
+)
 from tokenmux.gateway import Gateway
 from tokenmux.idempotency import Keyed
 from tokenmux.ids import unique
@@ -100,9 +106,20 @@ class _OpenStream:
 
 async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answer:
     principal = await gw.keys.authenticate(inbound.authorization, inbound.api_key)
-    if inbound.idempotency_key is None:
+    if inbound.idempotency_key is None or _without_redis(gw):
         return await _answer(gw, inbound, principal, sink)
-    return await _once(gw, inbound, principal, sink, inbound.idempotency_key)
+    try:
+        return await _once(gw, inbound, principal, sink, inbound.idempotency_key)
+    except IdempotencyUnavailable:
+        if not _without_redis(gw):
+            raise
+        return await _answer(gw, inbound, principal, sink)
+
+
+def _without_redis(gw: Gateway) -> bool:
+    """Redis is away and the config says to serve on meanwhile (`redis_failure: open`): a keyed
+    request runs as an unkeyed one, as it would on a gateway without Redis (README)."""
+    return gw.redis is not None and gw.redis.down and not gw.redis.closed
 
 
 async def _once(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseSink,

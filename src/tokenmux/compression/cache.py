@@ -15,6 +15,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from tokenmux.state import RedisPool
+from tokenmux.state.redis_pool import FAILURES
+
 KEY_PREFIX = "tokenmux:summary:"
 
 
@@ -47,6 +50,39 @@ class MemorySummaries:
         self._items.move_to_end(key)
         while len(self._items) > self._entries:
             self._items.popitem(last=False)
+
+
+class RedisSummaries:
+    """Shared by every instance: a summary one instance wrote is reused by all, kept until its
+    TTL. While Redis is away, the in-process store stands in, so a summary is never waited
+    for: a lost summary costs one more summariser call, never a failed request."""
+
+    def __init__(self, pool: RedisPool, fallback: MemorySummaries):
+        self._pool = pool
+        self._fallback = fallback
+
+    def _key(self, key: str) -> str:
+        return self._pool.key("summary", key.removeprefix(KEY_PREFIX))
+
+    async def get(self, key: str) -> bytes | None:
+        if self._pool.down:
+            return await self._fallback.get(key)
+        try:
+            value = await self._pool.client.get(self._key(key))
+        except FAILURES as exc:
+            self._pool.failed(exc)
+            return await self._fallback.get(key)
+        return value if isinstance(value, bytes) else None
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        if self._pool.down:
+            await self._fallback.put(key, value, ttl)
+            return
+        try:
+            await self._pool.client.set(self._key(key), value, px=max(1, int(ttl * 1000)))
+        except FAILURES as exc:
+            self._pool.failed(exc)
+            await self._fallback.put(key, value, ttl)
 
 
 def prefix_keys(messages: list[dict[str, Any]], ends: list[int], scope: str) -> dict[int, str]:

@@ -3,7 +3,8 @@
 A claim is one script (claim.lua: look and take in one step); a run's end is another
 (settle.lua), which never overwrites a run that took the id after this one's claim expired.
 Both are loaded once and run by their SHA. A failure to reach Redis is a 503
-`idempotency_unavailable`: a keyed request is refused rather than risk running twice.
+`idempotency_unavailable` with `redis_failure: closed`: a keyed request is refused rather than
+risk running twice; with `open` (the default), the pipeline serves it as an unkeyed one.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class RedisStore:
         self._claim = self._pool.client.register_script(claim)
         self._settle = self._pool.client.register_script(settle)
 
+    def _unavailable(self, exc: BaseException) -> IdempotencyUnavailable:
+        self._pool.failed(exc)
+        return IdempotencyUnavailable(
+            f"The gateway's Redis does not answer ({type(exc).__name__}); a request with an "
+            "idempotency key cannot be run safely now.")
+
     def _key(self, key: str) -> str:
         return self._pool.key("idem", key)
 
@@ -55,7 +62,7 @@ class RedisStore:
             answer = await self._claim(keys=[self._key(key)], args=[
                 print_, running_value(print_, token), max(1, math.ceil(hold_s * 1000))])
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise self._unavailable(exc) from None
         if answer == b"C":
             return Claimed()
         if answer == b"M":
@@ -74,7 +81,7 @@ class RedisStore:
         try:
             value = await self._pool.client.get(self._key(key))
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise self._unavailable(exc) from None
         return read_value(value if isinstance(value, bytes) else None)
 
     async def _end(self, key: str, print_: bytes, token: str, value: bytes, px: int) -> None:
@@ -82,9 +89,7 @@ class RedisStore:
             await self._settle(keys=[self._key(key)],
                                args=[running_value(print_, token), value, px])
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
+            raise self._unavailable(exc) from None
 
 
-def _unavailable(exc: BaseException) -> IdempotencyUnavailable:
-    return IdempotencyUnavailable(f"The gateway's Redis does not answer ({type(exc).__name__}); "
-                                  "a request with an idempotency key cannot be run safely now.")
+

@@ -120,9 +120,9 @@ async def health(request: web.Request) -> web.Response:
             # Where each key's rate limits are held: in this process whole, split over the
             # instances, or shared through Redis.
             "limits": gateway.limiter.scope()}
-    if isinstance(gateway.limiter, SharedLimiter):
-        body["redis"] = "degraded" if gateway.limiter.degraded else "ok"
-        body["instances"] = gateway.limiter.instances  # seen alive in the last minute
+    if gateway.redis is not None:
+        body["redis"] = "degraded" if gateway.redis.down else "ok"
+        body["instances"] = gateway.redis.instances  # seen alive in the last minute
     try:
         await asyncio.wait_for(asyncio.to_thread(gateway.database_ready), 5)
     except (SQLAlchemyError, TimeoutError) as exc:
