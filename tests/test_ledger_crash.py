@@ -310,6 +310,8 @@ def test_the_old_spool_file_is_replayed_once(tmp_path, upstream):
         assert not spool.exists()
     finally:
         running.stop()
+    # The torn last line is skipped, and the operator is told how many were.
+    assert "ledger: 1 torn lines skipped" in running.output
     again = _restart(running)
     again.stop()
     assert len(again.rows(request_id="old-req")) == 1
