@@ -46,7 +46,8 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 MODULES: dict[str, list[str]] = {
     "limits": ["tests/limits", "tests/test_ratelimit_headers.py", "tests/test_keys_rules.py",
                "tests/test_errors.py", "tests/server/test_client_limits.py"],
-    "routing": ["tests/test_routing.py", "tests/test_retry_rules.py", "tests/test_breaker_rules.py",
+    "routing": ["tests/test_channel_health.py", "tests/test_routing.py",
+                "tests/test_retry_rules.py", "tests/test_breaker_rules.py",
                 "tests/test_tiers.py", "tests/test_fallback_fields.py",
                 "tests/test_param_policy.py", "tests/test_max_output.py",
                 "tests/test_catalog_data.py", "tests/test_catalog_api.py",
