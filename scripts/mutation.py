@@ -16,8 +16,8 @@ for `<<` or `==` for `is` mostly makes code that crashes at once, which says lit
     scripts/mutation src/tokenmux/limits/memory.py --sample 10
     scripts/mutation ... --min-score 85   exit 1 unless the kill rate can still be 85% or more
 
-Survivors are printed with their diff, and the whole result is kept as JSON in
-mutation/results.json (git-ignored).
+Mutants argued to be equivalent (EQUIVALENT) are left out. Survivors are printed with their
+diff, and the whole result is kept as JSON in mutation/results.json (git-ignored).
 """
 
 from __future__ import annotations
@@ -81,6 +81,20 @@ SKIPPED_OPERATORS = [
     r"core/ReplaceComparisonOperator_\w+_(Is|IsNot|In|NotIn)$",
     r"core/ReplaceComparisonOperator_(Is|IsNot|In|NotIn)_\w+$",
     r"core/RemoveDecorator$",
+]
+
+
+# Mutants that change nothing a user, an operator or the database could ever see: (module, a
+# piece of the mutated line, operator, why). Each is argued here, one by one, and left out of
+# the score; a mutant is never put here only because no test kills it.
+EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ("ledger/report.py", "func.coalesce(func.sum(", "core/NumberReplacer",
+     "each group of the totals has a row at least, and the summed columns are NOT NULL: the "
+     "sum is never NULL, so coalesce's default is never read"),
+    ("ledger/store.py", "new.usage_source != CHECKPOINT_SOURCE",
+     "core/ReplaceComparisonOperator_NotEq_Gt",
+     "every usage source but 'checkpoint' ('counted', 'none', 'upstream') sorts after it, so "
+     "'!=' and '>' agree on every value a row can hold"),
 ]
 
 
@@ -168,12 +182,16 @@ def _choose(sessions: dict[Path, Path], sample: int | None, since: str | None,
     changed = _changed_lines(since) if since else None
     pending: list[tuple[Path, str]] = []
     for path, session in sessions.items():
+        source = path.read_text().splitlines()
         with use_db(str(session), WorkDB.Mode.open) as db:
             for item in db.pending_work_items:
                 mutation = item.mutations[0]
                 lines = set(range(mutation.start_pos[0], mutation.end_pos[0] + 1))
                 if changed is not None and not lines & changed.get(path, set()):
                     db.set_result(item.job_id, _skipped("not changed"))
+                elif _equivalent(path, source[mutation.start_pos[0] - 1],
+                                 mutation.operator_name):
+                    db.set_result(item.job_id, _skipped("equivalent"))
                 else:
                     pending.append((session, item.job_id))
     if sample is not None and sample < len(pending):
@@ -182,6 +200,12 @@ def _choose(sessions: dict[Path, Path], sample: int | None, since: str | None,
             if i not in keep:
                 with use_db(str(session), WorkDB.Mode.open) as db:
                     db.set_result(job, _skipped("not in the sample"))
+
+
+def _equivalent(path: Path, line: str, operator: str) -> bool:
+    relative = path.relative_to("src/tokenmux").as_posix()
+    return any(relative == module and piece in line and operator == name
+               for module, piece, name, _ in EQUIVALENT)
 
 
 def _changed_lines(since: str) -> dict[Path, set[int]]:
