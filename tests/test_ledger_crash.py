@@ -122,6 +122,53 @@ def test_kill_9_under_load_loses_no_answered_row_and_bills_cut_streams(tmp_path,
     assert not list((tmp_path / "gateway.db.ledger").glob("*/seg-*.jsonl"))
 
 
+def test_a_cut_stream_is_billed_a_token_per_four_characters_up_to_its_checkpoint(tmp_path,
+                                                                                 upstream):
+    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    # Three words at once, a pause past the checkpoint's second, a fourth word (which leaves
+    # the checkpoint), then nothing until the gateway is gone.
+    body = orjson.dumps({"model": "fake-model", "stream": True, "messages": [
+        {"role": "user", "content": "@stallhold 3 2.5 cut-by-checkpoint"}]})
+    received: list[str] = []
+
+    def stream() -> None:
+        with contextlib.suppress(httpx.HTTPError), httpx.stream(
+                "POST", running.base_url + "/v1/chat/completions", content=body, timeout=60,
+                headers={**AUTH, "X-Request-Id": "checkpointed",
+                         "Content-Type": "application/json"}) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    delta = orjson.loads(line[6:])["choices"][0]["delta"]
+                    received.append(delta.get("content") or "")
+
+    def checkpointed() -> bool:
+        return any(b"checkpointed" in segment.read_bytes() for segment in
+                   (tmp_path / "gateway.db.ledger").glob("*/seg-*.jsonl"))
+
+    client = threading.Thread(target=stream, daemon=True)
+    try:
+        client.start()
+        assert wait_until(lambda: len([t for t in received if t]) == 4, timeout=30)
+        assert wait_until(checkpointed, timeout=10)
+        _kill(running)
+        client.join(30)
+    finally:
+        upstream.release("cut-by-checkpoint")
+        running.stop()
+    text = "".join(received)
+    assert text == "Hello from the fake"
+    restarted = _restart(running)
+    try:
+        row = restarted.wait_row("checkpointed")
+    finally:
+        restarted.stop()
+    assert (row["status"], row["error_code"], row["usage_source"]) == (500, "interrupted",
+                                                                       "checkpoint")
+    # Estimates, as at admission: a token per four characters (of the text, and of the body).
+    assert row["completion_tokens"] == len(text) // 4 + 1 == 5
+    assert row["prompt_tokens"] == len(body) // 4 + 1
+
+
 def test_a_locked_database_then_kill_9_loses_no_row(tmp_path, upstream):
     running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
     lock = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None, timeout=30)
