@@ -357,10 +357,12 @@ def test_the_old_spool_file_is_replayed_once(tmp_path, upstream):
         assert not spool.exists()
     finally:
         running.stop()
-    # The torn last line is skipped, and the operator is told how many were.
+    # The torn last line is skipped, and the operator is told how many were, once.
     assert "ledger: 1 torn lines skipped" in running.output
+    assert running.output.count("torn lines") == 1
     again = _restart(running)
     again.stop()
+    assert "torn lines" not in again.output
     assert len(again.rows(request_id="old-req")) == 1
 
 
