@@ -46,7 +46,7 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 MODULES: dict[str, list[str]] = {
     "limits": ["tests/limits", "tests/test_ratelimit_headers.py", "tests/test_keys_rules.py",
                "tests/test_errors.py", "tests/server/test_client_limits.py"],
-    "routing": ["tests/test_channel_health.py", "tests/test_routing.py",
+    "routing": ["tests/test_channel_health.py", "tests/test_admission.py", "tests/test_routing.py",
                 "tests/test_retry_rules.py", "tests/test_breaker_rules.py",
                 "tests/test_tiers.py", "tests/test_fallback_fields.py",
                 "tests/test_param_policy.py", "tests/test_max_output.py",
@@ -84,17 +84,24 @@ SKIPPED_OPERATORS = [
 ]
 
 
-# Mutants that change nothing a user, an operator or the database could ever see: (module, a
-# piece of the mutated line, operator, why). Each is argued here, one by one, and left out of
-# the score; a mutant is never put here only because no test kills it.
+# Mutants that change nothing a user, an operator or the database could ever see: (module, or
+# "*" for any; the piece of the line that holds the mutated token; operator; why). Each is
+# argued here, one by one, and left out of the score; a mutant is never put here only because
+# no test kills it.
 EQUIVALENT: list[tuple[str, str, str, str]] = [
-    ("ledger/report.py", "func.coalesce(func.sum(", "core/NumberReplacer",
-     "each group of the totals has a row at least, and the summed columns are NOT NULL: the "
-     "sum is never NULL, so coalesce's default is never read"),
+    ("*", "slots=True", "core/ReplaceTrueWithFalse",
+     "slots only change a dataclass's memory layout and forbid attributes it does not declare, "
+     "which no code sets (mypy checks it)"),
+    ("ledger/report.py", "prompt_tokens), 0)", "core/NumberReplacer",
+     "each group of the totals has a row at least, and the summed column is NOT NULL: the sum "
+     "is never NULL, so coalesce's default is never read"),
+    ("ledger/report.py", "completion_tokens), 0)", "core/NumberReplacer", "as above"),
     ("ledger/store.py", "new.usage_source != CHECKPOINT_SOURCE",
      "core/ReplaceComparisonOperator_NotEq_Gt",
      "every usage source but 'checkpoint' ('counted', 'none', 'upstream') sorts after it, so "
      "'!=' and '>' agree on every value a row can hold"),
+    ("routing/tiers.py", "tier <= cap", "core/ReplaceComparisonOperator_LtE_Lt",
+     "a tier equal to its cap is the cap: either branch gives the same tier"),
 ]
 
 
@@ -190,7 +197,7 @@ def _choose(sessions: dict[Path, Path], sample: int | None, since: str | None,
                 if changed is not None and not lines & changed.get(path, set()):
                     db.set_result(item.job_id, _skipped("not changed"))
                 elif _equivalent(path, source[mutation.start_pos[0] - 1],
-                                 mutation.operator_name):
+                                 mutation.start_pos[1], mutation.operator_name):
                     db.set_result(item.job_id, _skipped("equivalent"))
                 else:
                     pending.append((session, item.job_id))
@@ -202,10 +209,19 @@ def _choose(sessions: dict[Path, Path], sample: int | None, since: str | None,
                     db.set_result(job, _skipped("not in the sample"))
 
 
-def _equivalent(path: Path, line: str, operator: str) -> bool:
+def _equivalent(path: Path, line: str, column: int, operator: str) -> bool:
+    """Whether the mutant at COLUMN of LINE is one of EQUIVALENT: the mutated token lies
+    inside that entry's piece of the line."""
     relative = path.relative_to("src/tokenmux").as_posix()
-    return any(relative == module and piece in line and operator == name
-               for module, piece, name, _ in EQUIVALENT)
+    for module, piece, name, _ in EQUIVALENT:
+        if operator != name or module not in ("*", relative):
+            continue
+        at = line.find(piece)
+        while at != -1:
+            if at <= column < at + len(piece):
+                return True
+            at = line.find(piece, at + 1)
+    return False
 
 
 def _changed_lines(since: str) -> dict[Path, set[int]]:
