@@ -127,7 +127,9 @@ def main() -> int:
     _choose(sessions, args.sample, args.since, rng)
     started = time.monotonic()
     outcomes = []
-    for path, session in sessions.items():
+    # In a random order, so that a run the budget cuts short is still a fair sample.
+    for path in rng.sample(list(sessions), len(sessions)):
+        session = sessions[path]
         remaining = None if args.budget is None else args.budget - (time.monotonic() - started)
         if remaining is not None and remaining <= 0:
             _skip_all(session, "out of time")
