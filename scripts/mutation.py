@@ -100,6 +100,11 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
      "core/ReplaceComparisonOperator_NotEq_Gt",
      "every usage source but 'checkpoint' ('counted', 'none', 'upstream') sorts after it, so "
      "'!=' and '>' agree on every value a row can hold"),
+    ("ledger/store.py", "new.completion_tokens > usage.c.completion_tokens",
+     "core/ReplaceComparisonOperator_Gt_NotEq",
+     "a stream's checkpoints reach the database in the order they were written (segments "
+     "oldest first, lines in order), and none counts fewer tokens than the one before: a "
+     "checkpoint over a checkpoint never has fewer, so '!=' and '>' agree"),
     ("routing/tiers.py", "tier <= cap", "core/ReplaceComparisonOperator_LtE_Lt",
      "a tier equal to its cap is the cap: either branch gives the same tier"),
 ]
