@@ -16,8 +16,8 @@ for `<<` or `==` for `is` mostly makes code that crashes at once, which says lit
     scripts/mutation src/tokenmux/limits/memory.py --sample 10
     scripts/mutation ... --min-score 85   exit 1 unless the kill rate can still be 85% or more
 
-Survivors are printed with their diff, and the whole result is kept as JSON in
-mutation/results.json (git-ignored).
+Mutants argued to be equivalent (EQUIVALENT) are left out. Survivors are printed with their
+diff, and the whole result is kept as JSON in mutation/results.json (git-ignored).
 """
 
 from __future__ import annotations
@@ -46,14 +46,16 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 MODULES: dict[str, list[str]] = {
     "limits": ["tests/limits", "tests/test_ratelimit_headers.py", "tests/test_keys_rules.py",
                "tests/test_errors.py", "tests/server/test_client_limits.py"],
-    "routing": ["tests/test_routing.py", "tests/test_retry_rules.py", "tests/test_breaker_rules.py",
+    "routing": ["tests/test_channel_health.py", "tests/test_admission.py", "tests/test_routing.py",
+                "tests/test_retry_rules.py", "tests/test_breaker_rules.py",
                 "tests/test_tiers.py", "tests/test_fallback_fields.py",
                 "tests/test_param_policy.py", "tests/test_max_output.py",
                 "tests/test_catalog_data.py", "tests/test_catalog_api.py",
                 "tests/test_catalog_config.py", "tests/test_catalog_shipped.py",
                 "tests/test_config_rules.py"],
-    "ledger": ["tests/test_ledger.py", "tests/test_config_rules.py", "tests/test_ledger_crash.py",
-               "tests/test_shutdown.py", "tests/test_streams.py", "tests/test_chat_completions.py",
+    "ledger": ["tests/test_row_cost.py", "tests/test_ledger.py", "tests/test_row_figures.py",
+               "tests/test_config_rules.py", "tests/test_ledger_crash.py", "tests/test_shutdown.py",
+               "tests/test_streams.py", "tests/test_chat_completions.py",
                "tests/test_equivalence.py"],
     "api": ["tests/test_validation.py", "tests/test_api_rules.py", "tests/test_errors.py",
             "tests/test_chat_completions.py", "tests/test_fallback_fields.py",
@@ -61,8 +63,8 @@ MODULES: dict[str, list[str]] = {
     "auth": ["tests/test_key_watch.py", "tests/test_keys_rules.py", "tests/test_errors.py",
              "tests/test_cli_and_config.py", "tests/server/test_refusals.py",
              "tests/test_fallback_fields.py"],
-    "pipeline.py": ["tests/test_chat_completions.py", "tests/test_streams.py",
-                    "tests/test_stream_clients.py", "tests/test_errors.py",
+    "pipeline.py": ["tests/test_chat_completions.py", "tests/test_row_figures.py",
+                    "tests/test_streams.py", "tests/test_stream_clients.py", "tests/test_errors.py",
                     "tests/test_routing.py", "tests/test_fallback_fields.py",
                     "tests/test_param_policy.py", "tests/limits", "tests/test_ledger_crash.py",
                     "tests/test_shutdown.py", "tests/test_upstream_limits.py"],
@@ -79,6 +81,32 @@ SKIPPED_OPERATORS = [
     r"core/ReplaceComparisonOperator_\w+_(Is|IsNot|In|NotIn)$",
     r"core/ReplaceComparisonOperator_(Is|IsNot|In|NotIn)_\w+$",
     r"core/RemoveDecorator$",
+]
+
+
+# Mutants that change nothing a user, an operator or the database could ever see: (module, or
+# "*" for any; the piece of the line that holds the mutated token; operator; why). Each is
+# argued here, one by one, and left out of the score; a mutant is never put here only because
+# no test kills it.
+EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ("*", "slots=True", "core/ReplaceTrueWithFalse",
+     "slots only change a dataclass's memory layout and forbid attributes it does not declare, "
+     "which no code sets (mypy checks it)"),
+    ("ledger/report.py", "prompt_tokens), 0)", "core/NumberReplacer",
+     "each group of the totals has a row at least, and the summed column is NOT NULL: the sum "
+     "is never NULL, so coalesce's default is never read"),
+    ("ledger/report.py", "completion_tokens), 0)", "core/NumberReplacer", "as above"),
+    ("ledger/store.py", "new.usage_source != CHECKPOINT_SOURCE",
+     "core/ReplaceComparisonOperator_NotEq_Gt",
+     "every usage source but 'checkpoint' ('counted', 'none', 'upstream') sorts after it, so "
+     "'!=' and '>' agree on every value a row can hold"),
+    ("ledger/store.py", "new.completion_tokens > usage.c.completion_tokens",
+     "core/ReplaceComparisonOperator_Gt_NotEq",
+     "a stream's checkpoints reach the database in the order they were written (segments "
+     "oldest first, lines in order), and none counts fewer tokens than the one before: a "
+     "checkpoint over a checkpoint never has fewer, so '!=' and '>' agree"),
+    ("routing/tiers.py", "tier <= cap", "core/ReplaceComparisonOperator_LtE_Lt",
+     "a tier equal to its cap is the cap: either branch gives the same tier"),
 ]
 
 
@@ -104,7 +132,9 @@ def main() -> int:
     _choose(sessions, args.sample, args.since, rng)
     started = time.monotonic()
     outcomes = []
-    for path, session in sessions.items():
+    # In a random order, so that a run the budget cuts short is still a fair sample.
+    for path in rng.sample(list(sessions), len(sessions)):
+        session = sessions[path]
         remaining = None if args.budget is None else args.budget - (time.monotonic() - started)
         if remaining is not None and remaining <= 0:
             _skip_all(session, "out of time")
@@ -166,12 +196,16 @@ def _choose(sessions: dict[Path, Path], sample: int | None, since: str | None,
     changed = _changed_lines(since) if since else None
     pending: list[tuple[Path, str]] = []
     for path, session in sessions.items():
+        source = path.read_text().splitlines()
         with use_db(str(session), WorkDB.Mode.open) as db:
             for item in db.pending_work_items:
                 mutation = item.mutations[0]
                 lines = set(range(mutation.start_pos[0], mutation.end_pos[0] + 1))
                 if changed is not None and not lines & changed.get(path, set()):
                     db.set_result(item.job_id, _skipped("not changed"))
+                elif _equivalent(path, source[mutation.start_pos[0] - 1],
+                                 mutation.start_pos[1], mutation.operator_name):
+                    db.set_result(item.job_id, _skipped("equivalent"))
                 else:
                     pending.append((session, item.job_id))
     if sample is not None and sample < len(pending):
@@ -180,6 +214,21 @@ def _choose(sessions: dict[Path, Path], sample: int | None, since: str | None,
             if i not in keep:
                 with use_db(str(session), WorkDB.Mode.open) as db:
                     db.set_result(job, _skipped("not in the sample"))
+
+
+def _equivalent(path: Path, line: str, column: int, operator: str) -> bool:
+    """Whether the mutant at COLUMN of LINE is one of EQUIVALENT: the mutated token lies
+    inside that entry's piece of the line."""
+    relative = path.relative_to("src/tokenmux").as_posix()
+    for module, piece, name, _ in EQUIVALENT:
+        if operator != name or module not in ("*", relative):
+            continue
+        at = line.find(piece)
+        while at != -1:
+            if at <= column < at + len(piece):
+                return True
+            at = line.find(piece, at + 1)
+    return False
 
 
 def _changed_lines(since: str) -> dict[Path, set[int]]:

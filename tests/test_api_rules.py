@@ -1,5 +1,6 @@
-"""The API section's rules as a client sees them: the ranges of the penalties and `top_p`, the
-X-Request-Id rule on every kind of response, and `/health` asking the database each time."""
+"""The API section's rules as a client sees them: the ranges of the penalties, `top_p` and the
+other bounded fields, the X-Request-Id rule on every kind of response, and `/health` asking the
+database each time."""
 
 from __future__ import annotations
 
@@ -38,6 +39,36 @@ def test_penalties_and_top_p_out_of_range_are_400_naming_the_field(gateway, upst
 def test_penalties_and_top_p_at_their_bounds_are_served(gateway, upstream, field, value):
     response = gateway.post({"model": "fake-model", "messages": HELLO, field: value})
     assert response.status_code == 200
+    assert upstream.last().body[field] == value
+
+
+# Each other bounded field, one step past each of its ends (a field's error names it).
+PAST_BOUNDS = [("temperature", 2.01), ("max_tokens", 1_000_001), ("max_completion_tokens", 0),
+               ("top_logprobs", -1), ("top_logprobs", 21), ("seed", -(2**63) - 1),
+               ("seed", 2**63), ("logit_bias", {"11": -101}), ("logit_bias", {"11": 100.5})]
+AT_BOUNDS = [("temperature", 0), ("temperature", 2), ("max_tokens", 1),
+             ("max_tokens", 1_000_000), ("max_completion_tokens", 1), ("n", 1),
+             ("top_logprobs", 0), ("top_logprobs", 20), ("seed", 2**63 - 1),
+             ("seed", -(2**63)), ("logit_bias", {"11": 100, "12": -100}),
+             ("stop", ["a", "b", "c", "d"]), ("stop", "a")]
+
+
+@pytest.mark.parametrize(("field", "value"), PAST_BOUNDS)
+def test_a_number_past_its_fields_bounds_is_400_naming_the_field(gateway, upstream, field,
+                                                                 value):
+    before = len(upstream.received)
+    response = gateway.post({"model": "fake-model", "messages": HELLO, field: value})
+    assert response.status_code == 400, response.text
+    param = response.json()["error"]["param"]
+    assert param == (f"logit_bias.{next(iter(value))}" if field == "logit_bias" else field)
+    assert len(upstream.received) == before
+
+
+@pytest.mark.parametrize(("field", "value"), AT_BOUNDS)
+def test_a_number_at_its_fields_bounds_is_served_unchanged(gateway, upstream, field, value):
+    extra = {"logprobs": True} if field == "top_logprobs" else {}
+    response = gateway.post({"model": "fake-model", "messages": HELLO, field: value, **extra})
+    assert response.status_code == 200, response.text
     assert upstream.last().body[field] == value
 
 

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from tests.conftest import ADMIN_KEY, Gateway, config_for, wait_until
+from tests.fakes.openai_upstream import REPLY
 from tests.streaming import Streamed
 
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -120,6 +121,53 @@ def test_kill_9_under_load_loses_no_answered_row_and_bills_cut_streams(tmp_path,
     # A clean stop of the restarted gateway writes nothing more and leaves no segment behind.
     assert _counts(restarted) == counts
     assert not list((tmp_path / "gateway.db.ledger").glob("*/seg-*.jsonl"))
+
+
+def test_a_cut_stream_is_billed_a_token_per_four_characters_up_to_its_checkpoint(tmp_path,
+                                                                                 upstream):
+    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    # Three words at once, a pause past the checkpoint's second, a fourth word (which leaves
+    # the checkpoint), then nothing until the gateway is gone.
+    body = orjson.dumps({"model": "fake-model", "stream": True, "messages": [
+        {"role": "user", "content": "@stallhold 3 2.5 cut-by-checkpoint"}]})
+    received: list[str] = []
+
+    def stream() -> None:
+        with contextlib.suppress(httpx.HTTPError), httpx.stream(
+                "POST", running.base_url + "/v1/chat/completions", content=body, timeout=60,
+                headers={**AUTH, "X-Request-Id": "checkpointed",
+                         "Content-Type": "application/json"}) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    delta = orjson.loads(line[6:])["choices"][0]["delta"]
+                    received.append(delta.get("content") or "")
+
+    def checkpointed() -> bool:
+        return any(b"checkpointed" in segment.read_bytes() for segment in
+                   (tmp_path / "gateway.db.ledger").glob("*/seg-*.jsonl"))
+
+    client = threading.Thread(target=stream, daemon=True)
+    try:
+        client.start()
+        assert wait_until(lambda: len([t for t in received if t]) == 4, timeout=30)
+        assert wait_until(checkpointed, timeout=10)
+        _kill(running)
+        client.join(30)
+    finally:
+        upstream.release("cut-by-checkpoint")
+        running.stop()
+    text = "".join(received)
+    assert text == "Hello from the fake"
+    restarted = _restart(running)
+    try:
+        row = restarted.wait_row("checkpointed")
+    finally:
+        restarted.stop()
+    assert (row["status"], row["error_code"], row["usage_source"]) == (500, "interrupted",
+                                                                       "checkpoint")
+    # Estimates, as at admission: a token per four characters (of the text, and of the body).
+    assert row["completion_tokens"] == len(text) // 4 + 1 == 5
+    assert row["prompt_tokens"] == len(body) // 4 + 1
 
 
 def test_a_locked_database_then_kill_9_loses_no_row(tmp_path, upstream):
@@ -310,8 +358,12 @@ def test_the_old_spool_file_is_replayed_once(tmp_path, upstream):
         assert not spool.exists()
     finally:
         running.stop()
+    # The torn last line is skipped, and the operator is told how many were, once.
+    assert "ledger: 1 torn lines skipped" in running.output
+    assert running.output.count("torn lines") == 1
     again = _restart(running)
     again.stop()
+    assert "torn lines" not in again.output
     assert len(again.rows(request_id="old-req")) == 1
 
 
@@ -344,3 +396,75 @@ def test_a_row_the_database_refuses_goes_to_the_dead_letters_and_its_batch_lands
         running.stop()
     assert not running.rows(request_id="dl-1")
     assert running.output.count("quarantined") == 1
+
+
+def test_a_row_that_cannot_be_encoded_goes_to_the_dead_letters_and_the_answer_is_served(
+        tmp_path, upstream):
+    # An upstream's count past what any JSON encoder takes (2**64 and beyond).
+    huge = 10**20
+    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    try:
+        response = running.post({"model": "fake-model", "messages": [
+            {"role": "user", "content": f"@usage {huge} 5 0"}]},
+            headers={"X-Request-Id": "unencodable"})
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["message"]["content"] == REPLY
+        assert _chat(running, "after-unencodable").status_code == 200
+        running.wait_row("after-unencodable")
+        health = _health(running)
+        assert (health.status_code, health.json()["ledger"]) == (200, "ok")
+        assert health.json()["ledger_detail"]["dead_letters"] == 1
+        dead = (tmp_path / "gateway.db.ledger" / "dead-letter.jsonl").read_text().splitlines()
+        assert len(dead) == 1
+        entry = orjson.loads(dead[0])
+        assert "cannot be encoded" in entry["reason"]
+        assert "unencodable" in entry["record"]["request_id"]
+        assert str(huge) in entry["record"]["prompt_tokens"]
+    finally:
+        running.stop()
+    assert not running.rows(request_id="unencodable")
+    assert running.output.count("quarantined") == 1
+
+
+def test_a_live_streams_checkpoint_is_never_a_row_through_a_database_outage(tmp_path,
+                                                                            upstream):
+    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    received: list[str] = []
+
+    def stream() -> None:
+        body = {"model": "fake-model", "stream": True, "messages": [
+            {"role": "user", "content": "@stallhold 3 1.5 live-through-outage"}]}
+        with httpx.stream("POST", running.base_url + "/v1/chat/completions", json=body,
+                          timeout=60, headers={**AUTH, "X-Request-Id": "live"}) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    received.append(line)
+
+    def checkpointed() -> bool:
+        return any(b'"live"' in segment.read_bytes() for segment in
+                   (tmp_path / "gateway.db.ledger").glob("*/seg-*.jsonl"))
+
+    client = threading.Thread(target=stream, daemon=True)
+    with sqlite3.connect(tmp_path / "gateway.db") as conn:
+        conn.execute("ALTER TABLE usage RENAME TO usage_away")  # the database refuses writes
+    try:
+        client.start()
+        assert wait_until(checkpointed, timeout=30)
+        assert _chat(running, "before-spooling").status_code == 200
+        assert wait_until(lambda: _health(running).json()["ledger"] == "spooling", timeout=30)
+        # A row in a segment the outage leaves on disk only, which starts with the live
+        # stream's checkpoint.
+        assert _chat(running, "during-outage").status_code == 200
+        with sqlite3.connect(tmp_path / "gateway.db") as conn:
+            conn.execute("ALTER TABLE usage_away RENAME TO usage")
+        running.wait_row("during-outage", timeout=30)
+        running.wait_row("before-spooling")
+        assert wait_until(lambda: _health(running).json()["ledger"] == "ok", timeout=30)
+        assert running.rows(request_id="live") == []  # still streaming: no row yet
+    finally:
+        upstream.release("live-through-outage")
+        client.join(30)
+        running.stop()
+    assert received[-1] == "data: [DONE]"
+    row = running.wait_row("live")
+    assert (row["status"], row["usage_source"]) == (200, "upstream")

@@ -21,6 +21,8 @@ It answers like OpenAI unless the last user message starts with a command:
                       chunk at all), then a `data:` line of BYTES bytes that never ends, then
                       end the body
     @stallafter N SECONDS  (stream) send N content chunks, then wait SECONDS before the rest
+    @stallhold N SECONDS NAME  (stream) send N content chunks, wait SECONDS, send one more, then
+                      wait until the test calls `release(NAME)` before the rest
     @hold NAME        wait until the test calls `release(NAME)` (a control route), then answer
     @usage P C K      report P prompt tokens (K of them read from the cache) and C completion
 
@@ -228,6 +230,12 @@ class FakeOpenAI(LoopbackServer):
             for i, word in enumerate(words):
                 if command == "@stallafter" and i == int(arg.partition(" ")[0]):
                     await asyncio.sleep(float(arg.partition(" ")[2]))
+                if command == "@stallhold":
+                    count, seconds, name = arg.split(" ")
+                    if i == int(count):
+                        await asyncio.sleep(float(seconds))
+                    elif i == int(count) + 1:
+                        await self._hold(name).wait()
                 if command == "@drop" and i == int(arg):
                     request.transport.close()  # type: ignore[union-attr]
                     return response

@@ -97,6 +97,20 @@ def test_gif_and_webp_data_urls_go_as_base64_images(gateway, claude):
                                      "data": WEBP}}]
 
 
+@pytest.mark.parametrize("url", [f"data:image/png,{GIF}", "data:image/png;base64,",
+                                 f"data:image/bmp;base64,{GIF}"])
+def test_a_data_url_that_is_not_base64_of_an_image_type_it_takes_is_a_400(gateway, claude,
+                                                                          url):
+    before = len(claude.received)
+    response = gateway.post({"model": "claude", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Look"}, {"type": "image_url", "image_url": {"url": url}}]}]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "messages[0].content[1].image_url.url"
+    assert error["message"].startswith("An image data URL must be base64 of type image/gif, ")
+    assert len(claude.received) == before
+
+
 def test_the_providers_headers_override_the_api_version(gateway, claude):
     assert gateway.post(hello()).status_code == 200
     assert claude.last().headers["anthropic-version"] == "2026-10-21"
