@@ -45,7 +45,8 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 # Module (file or folder under src/tokenmux) → the tests that show its rules.
 MODULES: dict[str, list[str]] = {
     "limits": ["tests/limits", "tests/test_ratelimit_headers.py", "tests/test_keys_rules.py",
-               "tests/test_errors.py", "tests/server/test_client_limits.py"],
+               "tests/test_errors.py", "tests/server/test_client_limits.py",
+               "tests/test_shared_limits.py", "tests/test_workers.py"],
     "routing": ["tests/test_channel_health.py", "tests/test_admission.py", "tests/test_routing.py",
                 "tests/test_retry_rules.py", "tests/test_breaker_rules.py",
                 "tests/test_tiers.py", "tests/test_fallback_fields.py",
