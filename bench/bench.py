@@ -151,12 +151,17 @@ def start_upstream(tmp: Path, port: int) -> Service:
 
 
 def start_gateway(tmp: Path, python: Path, upstream_port: int, port: int,
-                  launcher: tuple[str, ...] = (), start_timeout: float = 60) -> Service:
-    """The gateway on the bench's config; `launcher` runs it under another program (valgrind)."""
+                  launcher: tuple[str, ...] = (), start_timeout: float = 60,
+                  redis: str | None = None, workers: int = 1) -> Service:
+    """The gateway on the bench's config; `launcher` runs it under another program (valgrind);
+    REDIS: the Redis its shared state lives in; WORKERS: processes on its port."""
     config = tmp / "tokenmux.yaml"
     base = f"http://127.0.0.1:{upstream_port}"
+    shared = {} if redis is None else {"redis": redis,
+                                       "redis_prefix": f"bench-{os.getpid()}-{time.time_ns()}:"}
     # JSON is a subset of YAML, so the config is written without needing PyYAML here.
     config.write_text(json.dumps({
+        **shared,
         "database": str(tmp / "bench.db"),
         "admin_key": ADMIN_KEY,
         "log_level": "WARNING",  # one log line per request would be part of what we measure
@@ -174,7 +179,7 @@ def start_gateway(tmp: Path, python: Path, upstream_port: int, port: int,
         ],
     }, indent=2) + "\n")
     argv = [*launcher, str(python), "-m", "tokenmux", "serve", "--config", str(config),
-            "--port", str(port)]
+            "--port", str(port), "--workers", str(workers)]
     service = start("gateway", argv, tmp / "gateway.log")
     url = f"http://127.0.0.1:{port}/health/live"
     wait_until(lambda: get(url) == 200, service, "live", timeout=start_timeout)
@@ -182,12 +187,29 @@ def start_gateway(tmp: Path, python: Path, upstream_port: int, port: int,
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux only; 0 elsewhere)."""
+    """User + system CPU time of a process and of its live children (the workers under a
+    supervisor), from /proc (Linux only; 0 elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
+    return own + sum(cpu_seconds(child) for child in children)
+
+
+def limited_authorization(tmp: Path, python: Path) -> str:
+    """A key with rate limits no run reaches, so every request pays for the limiter."""
+    created = subprocess.run(
+        [str(python), "-m", "tokenmux", "keys", "create", "--config", str(tmp / "tokenmux.yaml"),
+         "--name", "bench-limited", "--rpm", "1000000000", "--tpm", "1000000000000"],
+        capture_output=True, text=True, check=True, timeout=60)
+    return "Bearer " + created.stdout.strip().splitlines()[-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,6 +463,7 @@ def git_revision() -> str | None:
 def measure(args: argparse.Namespace, tmp: Path, gateway: Service) -> list[Run]:
     upstream = f"http://127.0.0.1:{args.upstream_port}"
     through = f"http://127.0.0.1:{args.gateway_port}/v1/chat/completions"
+    limited = limited_authorization(tmp, args.python) if args.limits else None
     json_url = f"{upstream}/json/v1/chat/completions"
     cases: dict[str, tuple[str, str, bool, list[dict], dict]] = {
         "json": (json_url, "bench-json", False, PROMPT, {}),
@@ -464,6 +487,9 @@ def measure(args: argparse.Namespace, tmp: Path, gateway: Service) -> list[Run]:
         paths = [("direct", direct_url, None), ("gateway", through, AUTHORIZATION)]
         if args.with_key:
             paths.append(("gateway+key", through, AUTHORIZATION))
+        if limited is not None:
+            verify(shape, through, body, limited, model)
+            paths.append(("gateway+limits", through, limited))
         for path, url, auth in paths:
             if path == "direct" and kind not in ("json", "stream"):
                 continue  # the static upstream answers every body alike: measured once
@@ -505,6 +531,13 @@ def main() -> int:
                         default=bool(os.environ.get("BENCH_WITH_KEY")),
                         help="also run the gateway with a fresh Idempotency-Key on every request "
                              "(path gateway+key), in the same run")
+    parser.add_argument("--limits", action="store_true",
+                        help="also run a key with rate limits (path gateway+limits): in process, "
+                             "or in Redis with --redis")
+    parser.add_argument("--redis", default=None, metavar="URL",
+                        help="the gateway keeps its shared state (rate limits) in this Redis")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway processes on the port (tokenmux serve --workers)")
     parser.add_argument("--upstream-port", type=int, default=19101)
     parser.add_argument("--gateway-port", type=int, default=19102)
     parser.add_argument("--python", type=Path, default=Path(sys.executable),
@@ -540,7 +573,8 @@ def main() -> int:
     try:
         print(f"bench: temp dir {tmp}", flush=True)
         services.append(start_upstream(tmp, args.upstream_port))
-        gateway = start_gateway(tmp, args.python, args.upstream_port, args.gateway_port)
+        gateway = start_gateway(tmp, args.python, args.upstream_port, args.gateway_port,
+                                redis=args.redis, workers=args.workers)
         services.append(gateway)
         print(f"bench: upstream on :{args.upstream_port}, gateway on :{args.gateway_port}; "
               f"{args.duration} per run, {args.warmup or 'no'} warm-up", flush=True)
@@ -588,6 +622,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "settings": {"duration": args.duration, "warmup": args.warmup or None,
+                     "redis": args.redis is not None, "workers": args.workers,
                      "loads": {name: {"threads": t, "connections": c}
                                for name, t, c in (LOW, HIGH)}},
         "targets": {"max_added_p50_ms": MAX_ADDED_P50_MS, "min_gateway_rps_c32": MIN_GATEWAY_RPS,

@@ -55,8 +55,8 @@ def count(out: Path, before: set[Path]) -> int:
 
 
 def ask(connection: http.client.HTTPConnection, body: str, kind: str,
-        key: str | None = None) -> None:
-    headers = {"Authorization": bench.AUTHORIZATION, "Content-Type": "application/json"}
+        key: str | None = None, authorization: str = bench.AUTHORIZATION) -> None:
+    headers = {"Authorization": authorization, "Content-Type": "application/json"}
     if key is not None:
         headers["Idempotency-Key"] = key
     connection.request("POST", "/v1/chat/completions", body, headers)
@@ -74,6 +74,10 @@ def main() -> int:
                         help="also count each kind with a fresh Idempotency-Key per request")
     parser.add_argument("--upstream-port", type=int, default=19111)
     parser.add_argument("--gateway-port", type=int, default=19112)
+    parser.add_argument("--limits", action="store_true",
+                        help="also count each kind for a key with rate limits (+limits)")
+    parser.add_argument("--redis", default=None, metavar="URL",
+                        help="the gateway keeps its shared state (rate limits) in this Redis")
     parser.add_argument("--compression", action="store_true",
                         help="also count requests that ask for context compression")
     args = parser.parse_args()
@@ -88,20 +92,23 @@ def main() -> int:
         gateway = bench.start_gateway(
             tmp, args.python, args.upstream_port, args.gateway_port, start_timeout=600,
             launcher=("valgrind", "--tool=callgrind", "--instr-atstart=no",
-                      f"--callgrind-out-file={out}"))
+                      f"--callgrind-out-file={out}"), redis=args.redis)
+        limited = bench.limited_authorization(tmp, args.python) if args.limits else None
         results = {}
         keys = itertools.count()
-        cases = [(kind, model, stream, keyed)
+        cases = [(kind, model, stream, keyed, auth)
                  for kind, model, stream in KINDS + (COMPRESSION_KINDS if args.compression else ())
-                 for keyed in ((False, True) if args.with_key else (False,))]
-        for kind, model, stream, keyed in cases:
-            label = kind + ("+key" if keyed else "")
+                 for keyed in ((False, True) if args.with_key else (False,))
+                 for auth in (bench.AUTHORIZATION, *([limited] if limited else []))]
+        for kind, model, stream, keyed, auth in cases:
+            label = kind + ("+key" if keyed else "") + ("+limits" if auth == limited else "")
             messages, extra = bench.COMPRESSION_CASES.get(kind, (bench.PROMPT, {}))
             body = json.dumps({"model": model, "messages": messages, "stream": stream, **extra})
             connection = http.client.HTTPConnection("127.0.0.1", args.gateway_port, timeout=120)
 
             def one() -> None:
-                ask(connection, body, kind, f"k-{next(keys)}" if keyed else None)  # noqa: B023
+                ask(connection, body, kind, f"k-{next(keys)}" if keyed else None,  # noqa: B023
+                    auth)  # noqa: B023
 
             for _ in range(50):
                 one()

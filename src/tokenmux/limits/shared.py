@@ -18,7 +18,6 @@ import logging
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 from redis.commands.core import AsyncScript
 
@@ -30,6 +29,7 @@ from tokenmux.state.redis_pool import FAILURES
 
 log = logging.getLogger("tokenmux.limits")
 
+SETTLE_EVERY_S = 0.05  # settles owed are sent together at most this late
 KEEP_MS = 130_000  # an idle bucket is full again within two minutes (one of debt, one to fill)
 
 
@@ -59,7 +59,8 @@ class SharedLimiter:
         self._settle: AsyncScript | None = None
         self._fallback = MemoryLimiter()
         self._fallback_outage = 0  # the outage the in-process buckets were made for
-        self._pending: set[asyncio.Task[Any]] = set()
+        self._owed: dict[tuple[str, int], int] = {}  # (tokens bucket, tpm) → tokens to give back
+        self._flush: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """After the pool has opened: the scripts are sent by hash, loaded once on a miss."""
@@ -122,23 +123,30 @@ class SharedLimiter:
         return self._in_process().reserve(principal, estimated_tokens)
 
     def settle_later(self, principal: Principal, delta: int) -> None:
+        """Owed to the key's shared bucket; sent with the others owed within SETTLE_EVERY_S, in
+        one round trip, so that a settle costs the request path next to nothing."""
         if self.degraded or principal.tpm is None:
             return
-        task = asyncio.get_running_loop().create_task(
-            self._settle_now(principal.tpm, self._keys(principal)[1], delta))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        bucket = (self._keys(principal)[1], principal.tpm)
+        self._owed[bucket] = self._owed.get(bucket, 0) + delta
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._settle_owed())
 
-    async def _settle_now(self, tpm: int, bucket: str, delta: int) -> None:
+    async def _settle_owed(self) -> None:
+        await asyncio.sleep(SETTLE_EVERY_S)
+        owed, self._owed = self._owed, {}
         assert self._settle is not None
         try:
-            await self._settle(keys=[bucket], args=[tpm, delta, KEEP_MS])
+            async with self._pool.client.pipeline(transaction=False) as pipe:
+                for (bucket, tpm), delta in owed.items():
+                    await self._settle(keys=[bucket], args=[tpm, delta, KEEP_MS], client=pipe)
+                await pipe.execute()
         except FAILURES as exc:
             self._pool.failed(exc)
-        except Exception:  # a settle must never take the task's loop down with it
-            log.exception("settling a key's tokens in Redis failed")
+        except Exception:  # a settle must never take the loop's other work down with it
+            log.exception("settling keys' tokens in Redis failed")
 
     async def close(self) -> None:
-        for task in list(self._pending):
+        if self._flush is not None:
             with contextlib.suppress(Exception):
-                await task
+                await self._flush
