@@ -13,7 +13,8 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import Received
 
 
-def compression_gateway(directory: Path, fake: FakeOpenAI) -> Gateway:
+def compression_gateway(directory: Path, fake: FakeOpenAI, extra: str = "") -> Gateway:
+    """EXTRA: more of the config (e.g. a Redis the summaries are shared in)."""
     fake.standing["summariser-broken"] = "@fail 500"
     fake.standing["summariser-slow"] = "@stall 60"
 
@@ -23,7 +24,7 @@ def compression_gateway(directory: Path, fake: FakeOpenAI) -> Gateway:
         return (f"  - {{name: {name}, channels: [{{provider: fake, model: {upstream}}}]"
                 f"{priced}{more}}}\n")
 
-    return started_gateway(directory, f"""\
+    return started_gateway(directory, extra + f"""\
 routing: {{breaker: {{failures: 1000000}}, backoff_initial_ms: 10, backoff_max_ms: 50}}
 compression: {{model: summariser-cheap}}
 providers:

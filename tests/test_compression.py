@@ -3,7 +3,9 @@ receives, what the compression model is asked, the response headers, and the led
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -426,3 +428,29 @@ def test_the_summary_cache_is_per_key(gw, fake, tmp_path: Path):
                             "compression": compression(threshold=300, keep_turns=2)}, key=who)
         assert response.headers["X-Compression-Applied"] == "true"
         assert response.headers.get("X-Compression-Cached") == cached
+
+
+def test_a_summary_one_instance_made_is_reused_by_another_through_redis(fake, tmp_path: Path):
+    redis = os.environ.get("TOKENMUX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    # Other suites share the Redis server: these summaries live under a prefix of their own.
+    shared = f"redis: {redis}\nredis_prefix: 'test-{uuid.uuid4().hex}:'\n"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = compression_gateway(tmp_path / "one", fake, shared)
+    two = compression_gateway(tmp_path / "two", fake, shared)
+    try:
+        messages = Talk().turns(6).ask()
+        calls = Calls(fake)
+        asked = {"model": "target", "messages": messages,
+                 "compression": compression(threshold=300, keep_turns=2)}
+        first, second = one.post(asked), two.post(asked)
+        assert first.headers["X-Compression-Applied"] == "true"
+        assert "X-Compression-Cached" not in first.headers
+        assert second.headers["X-Compression-Applied"] == "true"
+        assert second.headers["X-Compression-Cached"] == "true"
+        assert len(calls.summaries()) == 1
+        sent = [r.body["messages"] for r in calls.targets()]
+        assert sent[0] == sent[1]  # the same summary, byte for byte, from either instance
+    finally:
+        one.stop()
+        two.stop()
