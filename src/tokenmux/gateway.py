@@ -17,11 +17,13 @@ from sqlalchemy import Engine
 
 from tokenmux import tokens
 from tokenmux.auth import KeyCache, Principal, hash_key
+from tokenmux.budgets import MemoryBudgets, SharedBudgets
 from tokenmux.config import Config
 from tokenmux.db import connect
 from tokenmux.idempotency import Runs, runs_for
 from tokenmux.idempotency.redis import RedisStore
 from tokenmux.ledger import LedgerWriter
+from tokenmux.ledger.cost import Pricer
 from tokenmux.limits import KeyConcurrency, MemoryLimiter, SharedLimiter
 from tokenmux.providers import FAN_OUT, adapter_for
 from tokenmux.providers.base import Provider
@@ -47,9 +49,11 @@ class Gateway:
     ledger: LedgerWriter
     engine: Engine
     idempotency: Runs
+    budgets: MemoryBudgets | SharedBudgets
     redis: RedisPool | None = None  # the pool every Redis-backed part uses, when configured
     shared_records: RedisStore | None = None
     rng: random.Random = field(default_factory=random.Random)
+    pricer: Pricer = field(default_factory=Pricer)  # prices the answers of keys with a budget
     concurrency: KeyConcurrency = field(default_factory=lambda: KeyConcurrency(None))
     _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -77,6 +81,8 @@ class Gateway:
                 self.limiter.start()
                 self._tasks.append(asyncio.create_task(self.limiter.heartbeat(),
                                                        name="limits-heartbeat"))
+        # What each key with a budget has spent in its period, read from the ledger once.
+        await self.budgets.start(self.keys.principals())
         self._session = new_session()
         self._key_watch = asyncio.create_task(self.keys.watch(), name="key-watch")
         self._tasks.append(self._key_watch)
@@ -103,6 +109,8 @@ class Gateway:
             await self._session.close()
         if isinstance(self.limiter, SharedLimiter):
             await self.limiter.close()
+        if isinstance(self.budgets, SharedBudgets):
+            await self.budgets.close()
         if self.redis is not None:
             await self.redis.stop()
         await self.ledger.close()
@@ -162,12 +170,15 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
     static: dict[str, Principal] = {}
     if config.admin_key:
         static[hash_key(config.admin_key)] = Principal("admin", "admin", is_admin=True)
+    limiter = MemoryLimiter(share=workers) if redis is None else SharedLimiter(
+        redis, instance, closed=config.redis_failure == "closed")
     gateway = Gateway(
         config=config,
         catalog=Catalog(config),
         keys=KeyCache(engine, static=static, poll_interval=KEY_POLL_SECONDS),
-        limiter=MemoryLimiter(share=workers) if redis is None else SharedLimiter(
-            redis, instance, closed=config.redis_failure == "closed"),
+        limiter=limiter,
+        budgets=MemoryBudgets(engine, share=workers) if not isinstance(
+            limiter, SharedLimiter) else SharedBudgets(limiter.pool, engine, limiter),
         providers={},
         ledger=_ledger(config, engine, instance),
         engine=engine,

@@ -28,6 +28,9 @@ class Principal:
     fallback_timeout_ms: int | None = None
     # Refuse, rather than drop, a sampling field a model does not take (as X-Strict-Params).
     strict_params: bool = False
+    # What the key may spend per period, in ticks of 1e-10 USD (budgets/); None: no budget.
+    budget: int | None = None
+    budget_period: str = "total"  # "day" or "month" (UTC), or "total"
 
 
 def new_secret() -> str:

@@ -36,6 +36,9 @@ api_keys = Table(
     Column("fallback_timeout_ms", Integer),  # the wait before the next fallback; NULL: default
     # True: a field the target does not take is refused (400), never dropped
     Column("strict_params", Boolean, nullable=False, server_default=false()),
+    # US dollars the key may spend per budget_period ("day", "month": UTC; "total"); NULL: no cap
+    Column("budget_usd", Numeric(20, 10)),
+    Column("budget_period", String(8)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from tokenmux.ids import unique
@@ -48,6 +49,8 @@ class UsageRow:
     id: str = field(default_factory=unique)
     dropped_params: str | None = None  # the sampling hints left out, comma-separated
     replay_of: str | None = None  # the billed row whose answer this repeat was given
+    # Priced already (a key with a budget is charged this very amount); None: the writer prices
+    cost_usd: Decimal | None = None
 
     def as_record(self) -> dict[str, Any]:
         route = self.route
@@ -77,11 +80,12 @@ class UsageRow:
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
             "dropped_params": self.dropped_params,
             "replay_of": self.replay_of,
-            "_pricing": None if route is None else _pricing(route),
-        } | ({"cost_usd": 0} if self.replay_of is not None else {})
+            "_pricing": None if route is None else pricing(route),
+        } | ({"cost_usd": 0} if self.replay_of is not None else
+             {"cost_usd": self.cost_usd} if self.cost_usd is not None else {})
 
 
-def _pricing(route: Route) -> dict[str, Any]:
+def pricing(route: Route) -> dict[str, Any]:
     price = route.price
     return {
         "price": None if price is None else [price.input, price.output, price.cached_input],

@@ -35,7 +35,7 @@ KEEP_MS = 130_000  # an idle bucket is full again within two minutes (one of deb
 HEARTBEAT_S = 5.0  # how often an instance says it is alive
 PROBE_S = 1.0  # how often a degraded limiter asks whether Redis is back
 ALIVE_S = 60.0  # an instance seen within this is counted among those sharing the limits
-_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 
 def _script(name: str) -> str:
@@ -74,6 +74,10 @@ class SharedLimiter:
         self._reserve = self._pool.client.register_script(_script("reserve.lua"))
         self._settle = self._pool.client.register_script(_script("settle.lua"))
 
+    @property
+    def pool(self) -> RedisPool:
+        return self._pool
+
     def scope(self) -> str:
         return self._fallback.scope() if self.degraded else "redis"
 
@@ -97,8 +101,8 @@ class SharedLimiter:
                 args=["" if principal.rpm is None else principal.rpm,
                       "" if principal.tpm is None else principal.tpm,
                       estimated_tokens, KEEP_MS])
-        except _FAILURES as exc:
-            self._turn_degraded(exc)
+        except FAILURES as exc:
+            self.turn_degraded(exc)
             return self._degraded(principal, estimated_tokens)
         now = time.monotonic()
         request_bucket = None if principal.rpm is None else _Bucket(
@@ -131,12 +135,12 @@ class SharedLimiter:
         assert self._settle is not None
         try:
             await self._settle(keys=[bucket], args=[tpm, delta, KEEP_MS])
-        except _FAILURES as exc:
-            self._turn_degraded(exc)
+        except FAILURES as exc:
+            self.turn_degraded(exc)
         except Exception:  # a settle must never take the task's loop down with it
             log.exception("settling a key's tokens in Redis failed")
 
-    def _turn_degraded(self, exc: BaseException) -> None:
+    def turn_degraded(self, exc: BaseException) -> None:
         if self.degraded:
             return
         self.degraded = True
@@ -163,8 +167,8 @@ class SharedLimiter:
                 if self.degraded:
                     self.degraded = False
                     log.warning("Redis answers again: rate limits are shared again")
-            except _FAILURES as exc:
-                self._turn_degraded(exc)
+            except FAILURES as exc:
+                self.turn_degraded(exc)
             except Exception:  # the heartbeat must outlive any surprise, or health would lie
                 log.exception("the rate limits' heartbeat failed; trying again")
             await asyncio.sleep(PROBE_S if self.degraded else HEARTBEAT_S)
