@@ -90,6 +90,22 @@ def test_the_header_is_exact_and_a_key_over_budget_gets_a_429_the_sdk_does_not_r
     assert sum(Decimal(str(r["cost_usd"])) for r in ledger if r["cost_usd"]) == Decimal("0.01")
 
 
+def test_a_stream_shows_its_reservation_and_is_charged_its_real_cost(budgeted: Gateway) -> None:
+    _, name, key = create(budgeted, "--budget", "0.01")
+    with budgeted.client(key).chat.completions.with_streaming_response.create(
+            model="fake-model", messages=[{"role": "user", "content": "@usage 1000 2000 0"}],
+            max_tokens=2000, stream=True) as stream:
+        # Sent before the cost is known: the budget less the reservation, 2000 tokens at the
+        # output price and the prompt's estimate at the input price.
+        shown = Decimal(stream.headers[REMAINING])
+        assert Decimal("0.01") - cost(100, 2000) < shown < Decimal("0.01") - cost(0, 2000)
+        assert sum(1 for _ in stream.iter_lines()) > 1
+    [row] = settled(budgeted, name, 1)
+    assert Decimal(str(row["cost_usd"])) == cost(1000, 2000)
+    after = ask(budgeted, key, "@usage 0 1 0")
+    assert Decimal(after.headers[REMAINING]) == Decimal("0.01") - cost(1000, 2000) - cost(0, 1)
+
+
 def test_a_key_without_a_budget_gets_no_budget_header(budgeted: Gateway) -> None:
     _, _, key = create(budgeted)
     answer = ask(budgeted, key, "@usage 1000 2000 0")

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from tokenmux.auth.keys import Principal
-from tokenmux.budgets.money import Hold, period_of, ticks_to_usd, usd_text
-from tokenmux.budgets.spent import spent_since
+from tokenmux.budgets.money import Hold, period_of, usd_text
+from tokenmux.budgets.spent import read_spent
 from tokenmux.errors import BudgetExhausted
 
 
@@ -31,7 +31,7 @@ class MemoryBudgets:
     def __init__(self, engine: Engine, *, share: int = 1):
         self._engine = engine
         self._share = max(1, share)
-        self._accounts: dict[tuple[str, str], _Account] = {}
+        self._accounts: dict[str, dict[str, _Account]] = {}  # key id → period → account
         self._known: set[str] = set()  # keys whose spending was read from the ledger
         self._reading: dict[str, asyncio.Future[None]] = {}
 
@@ -42,9 +42,6 @@ class MemoryBudgets:
     @property
     def share(self) -> int:
         return self._share
-
-    def scope(self) -> str:
-        return "process" if self._share == 1 else f"split 1/{self._share}"
 
     async def admit(self, principal: Principal, worst: int) -> Hold:
         assert principal.budget is not None
@@ -60,30 +57,39 @@ class MemoryBudgets:
         return Hold(period, worst, left - worst, self._charge_for(principal.key_id))
 
     def _account(self, key_id: str, period: str) -> _Account:
-        account = self._accounts.get((key_id, period))
+        periods = self._accounts.setdefault(key_id, {})
+        account = periods.get(period)
         if account is None:
-            # A period begins: the ones before it are done with, but for their holds.
-            account = self._accounts[(key_id, period)] = _Account()
+            # A period begins: those before it are done with, once nothing in flight holds them
+            # (their last charge drops them then), so a key keeps one account, not one a day.
+            for name in [name for name, old in periods.items() if old.held <= 0]:
+                del periods[name]
+            account = periods[period] = _Account()
         return account
 
     def _charge_for(self, key_id: str) -> Callable[[Hold, int, datetime], None]:
         def charge(hold: Hold, actual: int, when: datetime) -> None:
-            self._account(key_id, hold.period).held -= hold.reserved
             period, _ = period_of(period_kind(hold.period), when)
             self._account(key_id, period).spent += actual
+            periods = self._accounts[key_id]
+            account = periods.get(hold.period)
+            if account is not None:
+                account.held -= hold.reserved
+                if period != hold.period and account.held <= 0:
+                    del periods[hold.period]
         return charge
 
     async def _learn(self, principal: Principal) -> None:
         """One ledger read per key and process, shared by the requests that wait on it."""
         reading = self._reading.get(principal.key_id)
-        if reading is None:
+        if reading is None or (reading.done() and reading.exception() is not None):
             reading = self._reading[principal.key_id] = asyncio.ensure_future(
                 self._read(principal))
         await asyncio.shield(reading)
 
     async def _read(self, principal: Principal) -> None:
         period, start = period_of(principal.budget_period, datetime.now(UTC))
-        spent = await asyncio.to_thread(spent_since, self._engine, principal.key_id, start)
+        spent = await read_spent(self._engine, principal.key_id, start)
         self._account(principal.key_id, period).spent += spent // self._share
         self._known.add(principal.key_id)
 
@@ -99,7 +105,7 @@ def over_budget(principal: Principal, left: int, share: int = 1) -> BudgetExhaus
     assert principal.budget is not None
     whose = "" if share == 1 else f" (this worker holds 1/{share} of it)"
     error = BudgetExhausted(
-        f"This key has spent its budget of ${ticks_to_usd(principal.budget):f} "
+        f"This key has spent its budget of ${usd_text(principal.budget)} "
         f"({'in all' if principal.budget_period == 'total' else 'per ' + principal.budget_period}"
         f"){whose}. Raise the budget or wait for its period to end.")
     error.extra_headers = {"X-TokenMux-Budget-Remaining": usd_text(left)}

@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from tokenmux.auth.keys import Principal
 from tokenmux.budgets.memory import MemoryBudgets, over_budget, period_kind
 from tokenmux.budgets.money import Hold, period_of
-from tokenmux.budgets.spent import spent_since
+from tokenmux.budgets.spent import read_spent
 from tokenmux.errors import LimitsUnavailable
 from tokenmux.limits import SharedLimiter
 from tokenmux.limits.shared import FAILURES
@@ -63,9 +63,6 @@ class SharedBudgets:
         self._seed = client.register_script(_script("seed.lua"))
         with contextlib.suppress(*FAILURES):  # Redis away at start: seeded when it is back
             await asyncio.gather(*(self._learn(p) for p in principals if p.budget is not None))
-
-    def scope(self) -> str:
-        return "redis" if not self._limiter.degraded else self._local().scope()
 
     def _spending(self, key_id: str, period: str) -> str:
         return self._pool.key("budget", key_id, period)
@@ -126,7 +123,7 @@ class SharedBudgets:
     async def _read(self, principal: Principal) -> None:
         assert self._seed is not None
         period, start = period_of(principal.budget_period, datetime.now(UTC))
-        spent = await asyncio.to_thread(spent_since, self._engine, principal.key_id, start)
+        spent = await read_spent(self._engine, principal.key_id, start)
         await self._seed(keys=[self._spending(principal.key_id, period)],
                          args=[spent, _KEEP_MS[principal.budget_period]])
 

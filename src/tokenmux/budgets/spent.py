@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmux.budgets.money import ticks
 from tokenmux.db.schema import usage
+from tokenmux.errors import LedgerUnavailable
+
+
+async def read_spent(engine: Engine, key_id: str, start: datetime | None) -> int:
+    """`spent_since` in a thread; a database that does not answer is a 503 for the request that
+    waits on it (the next one asks again), never a guess that could overspend the budget."""
+    try:
+        return await asyncio.to_thread(spent_since, engine, key_id, start)
+    except SQLAlchemyError as exc:
+        raise LedgerUnavailable("What this key has spent could not be read from the ledger "
+                                "to check its budget; retry shortly.") from exc
 
 
 def spent_since(engine: Engine, key_id: str, start: datetime | None) -> int:
