@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from tokenmux.auth.keys import Principal
 from tokenmux.budgets.money import Hold, period_of, usd_text
-from tokenmux.budgets.spent import read_spent
+from tokenmux.budgets.spent import OncePerKey, read_spent
 from tokenmux.errors import BudgetExhausted
 
 
@@ -33,7 +33,7 @@ class MemoryBudgets:
         self._share = max(1, share)
         self._accounts: dict[str, dict[str, _Account]] = {}  # key id → period → account
         self._known: set[str] = set()  # keys whose spending was read from the ledger
-        self._reading: dict[str, asyncio.Future[None]] = {}
+        self._reading = OncePerKey()
 
     async def start(self, principals: Iterable[Principal]) -> None:
         """Reads what every key with a budget has spent in its period, before serving."""
@@ -80,12 +80,7 @@ class MemoryBudgets:
         return charge
 
     async def _learn(self, principal: Principal) -> None:
-        """One ledger read per key and process, shared by the requests that wait on it."""
-        reading = self._reading.get(principal.key_id)
-        if reading is None or (reading.done() and reading.exception() is not None):
-            reading = self._reading[principal.key_id] = asyncio.ensure_future(
-                self._read(principal))
-        await asyncio.shield(reading)
+        await self._reading.run(principal.key_id, lambda: self._read(principal))
 
     async def _read(self, principal: Principal) -> None:
         period, start = period_of(principal.budget_period, datetime.now(UTC))

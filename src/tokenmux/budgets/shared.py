@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from tokenmux.auth.keys import Principal
 from tokenmux.budgets.memory import MemoryBudgets, over_budget, period_kind
 from tokenmux.budgets.money import Hold, period_of
-from tokenmux.budgets.spent import read_spent
+from tokenmux.budgets.spent import OncePerKey, read_spent
 from tokenmux.errors import LimitsUnavailable
 from tokenmux.limits import SharedLimiter
 from tokenmux.limits.shared import FAILURES
@@ -50,7 +50,7 @@ class SharedBudgets:
         self._reserve: AsyncScript | None = None
         self._settle: AsyncScript | None = None
         self._seed: AsyncScript | None = None
-        self._seeded: dict[str, asyncio.Future[None]] = {}
+        self._seeded = OncePerKey()
         self._fallback: MemoryBudgets | None = None
         self._pending: set[asyncio.Task[Any]] = set()
 
@@ -114,11 +114,7 @@ class SharedBudgets:
             log.exception("charging a key's budget in Redis failed")
 
     async def _learn(self, principal: Principal) -> None:
-        seeded = self._seeded.get(principal.key_id)
-        if seeded is None or (seeded.done() and seeded.exception() is not None):
-            seeded = self._seeded[principal.key_id] = asyncio.ensure_future(
-                self._read(principal))
-        await asyncio.shield(seeded)
+        await self._seeded.run(principal.key_id, lambda: self._read(principal))
 
     async def _read(self, principal: Principal) -> None:
         assert self._seed is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -33,3 +34,17 @@ def spent_since(engine: Engine, key_id: str, start: datetime | None) -> int:
         total = conn.execute(query).scalar_one()
     # Each row holds whole ticks; a sum in floating point (SQLite) is only near one.
     return ticks(Decimal(str(total)), ROUND_HALF_EVEN)
+
+
+class OncePerKey:
+    """A key's ledger read, once per process, shared by the requests that wait on it; one that
+    failed is tried again by the next request."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, asyncio.Future[None]] = {}
+
+    async def run(self, key_id: str, read: Callable[[], Awaitable[None]]) -> None:
+        run = self._runs.get(key_id)
+        if run is None or (run.done() and run.exception() is not None):
+            run = self._runs[key_id] = asyncio.ensure_future(read())
+        await asyncio.shield(run)
