@@ -304,7 +304,10 @@ class _Billing:
             return
         usage = self.outcome.usage
         if usage is not None:
-            self.cost = real_cost(self.gw.pricer, self.outcome.attempts.route, usage)
+            try:
+                self.cost = real_cost(self.gw.pricer, self.outcome.attempts.route, usage)
+            except Exception:  # as in the writer: a price table's fault never costs the row
+                self.cost = None
         self.budget.actual = 0 if self.cost is None else ticks(self.cost)
         if self.cost is not None:
             self.cost = ticks_to_usd(self.budget.actual)
