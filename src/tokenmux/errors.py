@@ -252,6 +252,16 @@ class LedgerUnavailable(GatewayError):
         return {"Retry-After": "5"}
 
 
+class BudgetExhausted(GatewayError):
+    """The key has spent its budget for the period: no retry helps before it ends, so the SDKs
+    are told not to (they would retry a plain 429)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    retries_spent = True
+
+
 class LimitsUnavailable(GatewayError):
     """The shared store of rate limits does not answer and the config says to refuse rather
     than admit on each instance's guess (`redis_failure: closed`)."""

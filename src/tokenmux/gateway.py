@@ -17,12 +17,14 @@ from sqlalchemy import Engine
 
 from tokenmux import tokens
 from tokenmux.auth import KeyCache, Principal, hash_key
+from tokenmux.budgets import MemoryBudgets, SharedBudgets
 from tokenmux.compression import MemorySummaries, RedisSummaries, SummaryCache
 from tokenmux.config import Config
 from tokenmux.db import connect
 from tokenmux.idempotency import Runs, runs_for
 from tokenmux.idempotency.redis import RedisStore
 from tokenmux.ledger import LedgerWriter
+from tokenmux.ledger.cost import Pricer
 from tokenmux.limits import KeyConcurrency, MemoryLimiter, SharedLimiter
 from tokenmux.providers import FAN_OUT, adapter_for
 from tokenmux.providers.base import Provider
@@ -48,9 +50,11 @@ class Gateway:
     ledger: LedgerWriter
     engine: Engine
     idempotency: Runs
+    budgets: MemoryBudgets | SharedBudgets
     redis: RedisPool | None = None  # the pool every Redis-backed part uses, when configured
     shared_records: RedisStore | None = None
     rng: random.Random = field(default_factory=random.Random)
+    pricer: Pricer = field(default_factory=Pricer)  # prices the answers of keys with a budget
     concurrency: KeyConcurrency = field(default_factory=lambda: KeyConcurrency(None))
     summaries: SummaryCache = field(default_factory=lambda: MemorySummaries(10_000))
     _session: aiohttp.ClientSession | None = None
@@ -78,6 +82,8 @@ class Gateway:
                 self.shared_records.start()
             if isinstance(self.limiter, SharedLimiter):
                 self.limiter.start()
+        # What each key with a budget has spent in its period, read from the ledger once.
+        await self.budgets.start(self.keys.principals())
         self._session = new_session()
         self._key_watch = asyncio.create_task(self.keys.watch(), name="key-watch")
         self._tasks.append(self._key_watch)
@@ -104,6 +110,8 @@ class Gateway:
             await self._session.close()
         if isinstance(self.limiter, SharedLimiter):
             await self.limiter.close()
+        if isinstance(self.budgets, SharedBudgets):
+            await self.budgets.close()
         if self.redis is not None:
             await self.redis.stop()
         await self.ledger.close()
@@ -172,6 +180,8 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
         catalog=Catalog(config),
         keys=KeyCache(engine, static=static, poll_interval=KEY_POLL_SECONDS),
         limiter=MemoryLimiter(share=workers) if redis is None else SharedLimiter(redis),
+        budgets=MemoryBudgets(engine, share=workers) if redis is None else SharedBudgets(
+            redis, engine),
         providers={},
         ledger=_ledger(config, engine, instance),
         engine=engine,

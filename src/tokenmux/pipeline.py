@@ -1,9 +1,10 @@
 """The order of the stages one chat completion goes through, and nothing else.
 
     authenticate → [a keyed request: its copies get its answer, see idempotency/]
-    → take a slot → read the body → validate → plan the channels → reserve limits
+    → take a slot → read the body → validate → plan the channels → reserve budget and limits
     → compress the conversation, when asked → attempt the channels in turn within the deadline
-    → answer (JSON, or SSE chunk by chunk) → settle limits, give the slot back → ledger row
+    → answer (JSON, or SSE chunk by chunk) → settle budget and limits, give the slot back
+    → ledger row
 
 Every stage is a plain call with a typed value; the HTTP edge (server/) hands in the request's
 headers, a reader for its body and an SSE sink, and renders whatever `GatewayError` comes out.
@@ -16,12 +17,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from tokenmux import compression, tokens
 from tokenmux.answer import Answer, SseSink
 from tokenmux.api.chat import ChatRequest, parse_chat
 from tokenmux.auth import Principal
+from tokenmux.budgets import Hold, ticks, ticks_to_usd, worst_cost
+from tokenmux.budgets.money import real_cost
 from tokenmux.config.schema import Routing
 from tokenmux.errors import (
     GatewayError,
@@ -165,6 +169,9 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
         most = None if fallback is None else len({route.model for route in routes})
         prompt = tokens.estimate_prompt(len(inbound.body))
         answers = request.body.get("n") or 1
+        if principal.budget is not None:
+            billing.budget = await gw.budgets.admit(principal, worst_cost(
+                gw.catalog, routes, prompt, answers, request.max_output))
         billing.reservation = await gw.limiter.admit(
             principal, prompt + answers * entry.answer_estimate(request.max_output, prompt))
         if (request.compression is not None or inbound.compression is not None
@@ -188,6 +195,7 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
                 lambda route, limit: gw.providers[route.provider].complete(call(route, limit)),
                 limits_itself=True, max_attempts=most)
             outcome.usage = completion.usage
+            billing.charge()
             return Answer(completion.body,
                           billing.headers(_answered_by(outcome, chat, completion, strict)))
         opened = await attempt_in_turn(
@@ -205,6 +213,7 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
         return Answer(None, {})
     except GatewayError as error:
         outcome.status, outcome.error_code = error.status, error.code
+        billing.charge()
         extra = billing.headers({}, answered=False)
         if extra:
             error.extra_headers = {**(error.extra_headers or {}), **extra}
@@ -305,6 +314,8 @@ class _Billing:
     outcome: _Outcome
     request: ChatRequest | None = None
     reservation: Reservation | None = None
+    budget: Hold | None = None  # for a key with a budget
+    cost: Decimal | None = None  # what the answer cost, once known (None: no price known)
     slot: Slot | None = None  # the key's concurrency slot
     recorded: bool = False
     requested: str | None = None  # the model's canonical name, when the request asked for
@@ -317,10 +328,28 @@ class _Billing:
             headers.update(limits)
         if self.outcome.compressed is not None:
             headers.update(self.outcome.compressed.headers())
+        if self.budget is not None:
+            headers.update(self.budget.headers())
         if self.requested is not None and self.request is not None:
             headers.update(fallbacks.headers(self.request.model, self.requested,
                                              self.outcome.attempts, answered))
         return headers
+
+    def charge(self) -> None:
+        """Prices the answer, once its usage is known, as the ledger writer would: the budget
+        header then shows the real cost in place of the reservation, and the row carries the
+        very amount the budget is charged."""
+        if self.budget is None or self.budget.actual is not None:
+            return
+        usage = self.outcome.usage
+        if usage is not None:
+            try:
+                self.cost = real_cost(self.gw.pricer, self.outcome.attempts.route, usage)
+            except Exception:  # as in the writer: a price table's fault never costs the row
+                self.cost = None
+        self.budget.actual = 0 if self.cost is None else ticks(self.cost)
+        if self.cost is not None:
+            self.cost = ticks_to_usd(self.budget.actual)
 
     def finish(self) -> None:
         if self.recorded:
@@ -334,7 +363,13 @@ class _Billing:
         if self.reservation is not None:
             spent = 0 if outcome.compressed is None else outcome.compressed.spent
             self.reservation.settle(usage.prompt_tokens + usage.completion_tokens + spent)
-        self.gw.ledger.record(_row(self.inbound, self.principal, self.request, outcome, usage))
+        row = _row(self.inbound, self.principal, self.request, outcome, usage)
+        if self.budget is not None:
+            self.charge()
+            assert self.budget.actual is not None
+            row.cost_usd = self.cost
+            self.budget.settle(self.budget.actual, row.created_at)
+        self.gw.ledger.record(row)
 
     def checkpoint(self, state: StreamState) -> None:
         self.gw.ledger.checkpoint(

@@ -90,6 +90,9 @@ class KeyCache:
         self.refreshed_at = time.monotonic()
         return changed
 
+    def principals(self) -> list[Principal]:
+        return list(self._keys.values())
+
     def health(self) -> str:
         """`ok` while the view of the keys is fresh; `stale` once refreshes have failed (or
         hung) for STALE_AFTER polls, so a revoked key may still be served."""

@@ -32,6 +32,9 @@ class Principal:
     compression: str | None = None
     compression_model: str | None = None
     compression_threshold: int | None = None
+    # What the key may spend per period, in ticks of 1e-10 USD (budgets/); None: no budget.
+    budget: int | None = None
+    budget_period: str = "total"  # "day" or "month" (UTC), or "total"
 
 
 def new_secret() -> str:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
 import orjson
 from sqlalchemy import Engine, func, select, update
 
 from tokenmux.auth.keys import Principal, display_prefix, hash_key, new_key_id, new_secret
+from tokenmux.budgets.money import PERIODS, period_of, ticks, ticks_to_usd
+from tokenmux.budgets.spent import spent_since
 from tokenmux.db.schema import api_keys
 from tokenmux.routing.tiers import Tier, tier_named
 
@@ -34,6 +38,8 @@ class KeyRecord:
     compression: str | None = None  # a strategy; None: no compression default
     compression_model: str | None = None
     compression_threshold: int | None = None
+    budget_usd: Decimal | None = None
+    budget_period: str | None = None
 
 
 def create_key(engine: Engine, name: str, *, rpm: int | None = None, tpm: int | None = None,
@@ -41,14 +47,16 @@ def create_key(engine: Engine, name: str, *, rpm: int | None = None, tpm: int | 
                fallback_models: tuple[str, ...] = (),
                fallback_timeout_ms: int | None = None,
                strict_params: bool = False, compression: str | None = None,
-               compression_model: str | None = None,
-               compression_threshold: int | None = None) -> tuple[str, KeyRecord]:
+               compression_model: str | None = None, compression_threshold: int | None = None,
+               budget_usd: Decimal | None = None,
+               budget_period: str = "total") -> tuple[str, KeyRecord]:
     """Returns the secret, which exists nowhere else afterwards, and the stored record."""
     secret = new_secret()
     now = datetime.now(UTC)
     record = KeyRecord(new_key_id(), name, display_prefix(secret), is_admin, rpm, tpm, tier,
                        max_tier, now, None, tuple(fallback_models), fallback_timeout_ms,
-                       strict_params, compression, compression_model, compression_threshold)
+                       strict_params, compression, compression_model, compression_threshold,
+                       budget_usd, None if budget_usd is None else budget_period)
     with engine.begin() as conn:
         conn.execute(api_keys.insert().values(
             id=record.id, name=name, key_hash=hash_key(secret), prefix=record.prefix,
@@ -57,6 +65,7 @@ def create_key(engine: Engine, name: str, *, rpm: int | None = None, tpm: int | 
             fallback_timeout_ms=fallback_timeout_ms, strict_params=strict_params,
             compression=compression, compression_model=compression_model,
             compression_threshold=compression_threshold,
+            budget_usd=budget_usd, budget_period=record.budget_period,
             created_at=now, updated_at=now,
         ))
     return secret, record
@@ -83,7 +92,7 @@ def list_keys(engine: Engine, *, include_revoked: bool = False) -> list[KeyRecor
         api_keys.c.tpm, api_keys.c.tier, api_keys.c.max_tier, api_keys.c.created_at,
         api_keys.c.revoked_at, api_keys.c.fallback_models, api_keys.c.fallback_timeout_ms,
         api_keys.c.strict_params, api_keys.c.compression, api_keys.c.compression_model,
-        api_keys.c.compression_threshold,
+        api_keys.c.compression_threshold, api_keys.c.budget_usd, api_keys.c.budget_period,
     ).order_by(api_keys.c.created_at)
     if not include_revoked:
         query = query.where(api_keys.c.revoked_at.is_(None))
@@ -121,20 +130,37 @@ def live_principals(engine: Engine) -> dict[str, Principal]:
                    api_keys.c.fallback_models, api_keys.c.fallback_timeout_ms,
                    api_keys.c.strict_params, api_keys.c.compression,
                    api_keys.c.compression_model, api_keys.c.compression_threshold,
+                   api_keys.c.budget_usd, api_keys.c.budget_period,
                    ).where(api_keys.c.revoked_at.is_(None))
     principals: dict[str, Principal] = {}
     with engine.connect() as conn:
         for (key_hash, key_id, name, is_admin, rpm, tpm, tier, max_tier, fallbacks,
              timeout_ms, strict, compression, compression_model,
-             compression_threshold) in conn.execute(query):
+             compression_threshold, budget_usd, budget_period) in conn.execute(query):
             try:
                 principals[key_hash] = Principal(
                     key_id, name, is_admin, rpm, tpm, tier_named(tier) if tier else Tier.MEDIUM,
                     tier_named(max_tier) if max_tier else None, _models(fallbacks), timeout_ms,
-                    bool(strict), compression, compression_model, compression_threshold)
+                    bool(strict), compression, compression_model, compression_threshold,
+                    *_budget(budget_usd, budget_period))
             except KeyError as unknown:
                 log.warning("key %s is left out: unknown tier %s", key_id, unknown)
     return principals
+
+
+def _budget(usd: Any, period: str | None) -> tuple[int | None, str]:
+    if usd is None:
+        return None, "total"
+    # A period the gateway does not know (written by hand) reads as the strictest: in all.
+    return ticks(Decimal(str(usd))), period if period in PERIODS else "total"
+
+
+def spent_by_key(engine: Engine, keys: list[KeyRecord]) -> dict[str, Decimal]:
+    """What each key with a budget has spent in its current period, by the ledger."""
+    now = datetime.now(UTC)
+    return {key.id: ticks_to_usd(spent_since(engine, key.id,
+                                             period_of(key.budget_period or "total", now)[1]))
+            for key in keys if key.budget_usd is not None}
 
 
 def revision(engine: Engine) -> tuple[int, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import click
 import orjson
 
@@ -11,6 +13,7 @@ from tokenmux.api.chat import (
     MIN_FALLBACK_TIMEOUT_MS,
 )
 from tokenmux.auth import records
+from tokenmux.budgets.money import MAX_BUDGET_USD, PERIODS, UNIT, ticks, usd_text
 from tokenmux.cli.common import config_option, load, open_database
 from tokenmux.compression.settings import STRATEGIES
 from tokenmux.config.schema import ECHO_MODEL, Config
@@ -50,12 +53,22 @@ def keys() -> None:
 @click.option("--compression-threshold", type=click.IntRange(min=1), default=None,
               help="Tokens from which its conversations are compressed (default: the "
                    "strategy's).")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True, max=MAX_BUDGET_USD),
+              default=None, help="US dollars the key may spend per --budget-period; over it, "
+                                 "requests get 429 insufficient_quota.")
+@click.option("--budget-period", type=click.Choice(PERIODS), default=None,
+              help="The budget's period: a UTC day, a UTC month, or in all (default).")
 def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
            admin: bool, tier: str | None, max_tier: str | None,
            fallback_models: tuple[str, ...], fallback_timeout: int | None,
            strict_params: bool, compression: str | None, compression_model: str | None,
-           compression_threshold: int | None) -> None:
+           compression_threshold: int | None, budget: float | None,
+           budget_period: str | None) -> None:
     """Create a key; its secret is printed once, as the last line."""
+    if budget_period is not None and budget is None:
+        raise click.BadParameter("a period is for a --budget; none was given",
+                                 param_hint="--budget-period")
+    budget_period = budget_period or "total"
     if tier and max_tier and tier_named(tier) > tier_named(max_tier):
         raise click.BadParameter(f"the default tier {tier!r} is above --max-tier {max_tier!r}",
                                  param_hint="--tier")
@@ -74,7 +87,9 @@ def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
                                         strict_params=strict_params,
                                         compression=compression,
                                         compression_model=compression_model,
-                                        compression_threshold=compression_threshold)
+                                        compression_threshold=compression_threshold,
+                                        budget_usd=None if budget is None else _usd(budget),
+                                        budget_period=budget_period)
     limits = ", ".join(f"{v} {k}" for k, v in (("rpm", rpm), ("tpm", tpm)) if v) or "no limits"
     limits += f", tier {tier or 'medium'}" + (f" (at most {max_tier})" if max_tier else "")
     if fallback_models:
@@ -84,9 +99,20 @@ def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
     if compression:
         limits += f", compression {compression}" + (
             f" by {compression_model}" if compression_model else "")
+    if record.budget_usd is not None:
+        limits += f", budget ${record.budget_usd:f} {_per(budget_period)}"
     click.echo(f"Created key {record.id} ({name}, {limits}). Its secret is shown only now:",
                err=True)
     click.echo(secret)
+
+
+def _usd(amount: float) -> Decimal:
+    # The text the user typed, to the ledger's precision: 0.1 stays 0.1, not 0.1000000000000000055
+    return Decimal(repr(amount)).quantize(UNIT)
+
+
+def _per(period: str) -> str:
+    return "in all" if period == "total" else f"per {period}"
 
 
 def _check_fallbacks(config: Config, models: tuple[str, ...]) -> None:
@@ -110,19 +136,30 @@ def _check_models(config: Config, models: tuple[str, ...], option: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 def list_(config_path: str | None, include_revoked: bool, as_json: bool) -> None:
     """List keys (never their secrets)."""
-    rows = records.list_keys(open_database(load(config_path)), include_revoked=include_revoked)
+    engine = open_database(load(config_path))
+    rows = records.list_keys(engine, include_revoked=include_revoked)
+    spent = records.spent_by_key(engine, rows)
     if as_json:
         data = [{**r.__dict__, "created_at": r.created_at.isoformat(),
-                 "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None} for r in rows]
+                 "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+                 "budget_usd": _money(r.budget_usd), "spent_usd": _money(spent.get(r.id))}
+                for r in rows]
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(f"{'ID':<22} {'NAME':<20} {'PREFIX':<11} {'RPM':>6} {'TPM':>9}  "
-               f"{'TIER':<20} STATE")
+               f"{'TIER':<20} {'BUDGET (SPENT)':<30} STATE")
     for r in rows:
         state = "revoked" if r.revoked_at else ("admin" if r.is_admin else "active")
         tier = (r.tier or "medium") + (f" (max {r.max_tier})" if r.max_tier else "")
+        budget = "-" if r.budget_usd is None else (
+            f"${_money(r.budget_usd)} {_per(r.budget_period or 'total')} "
+            f"(${_money(spent.get(r.id))})")
         click.echo(f"{r.id:<22} {r.name:<20} {r.prefix + '…':<11} {r.rpm or '-':>6} "
-                   f"{r.tpm or '-':>9}  {tier:<20} {state}")
+                   f"{r.tpm or '-':>9}  {tier:<20} {budget:<30} {state}")
+
+
+def _money(amount: Decimal | None) -> str | None:
+    return None if amount is None else usd_text(ticks(amount))
 
 
 @keys.command()

@@ -41,6 +41,9 @@ api_keys = Table(
     Column("compression", String(16)),
     Column("compression_model", String(256)),
     Column("compression_threshold", Integer),
+    # US dollars the key may spend per budget_period ("day", "month": UTC; "total"); NULL: no cap
+    Column("budget_usd", Numeric(20, 10)),
+    Column("budget_period", String(8)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from tokenmux.ids import unique
@@ -54,6 +55,8 @@ class UsageRow:
     tokens_before: int | None = None  # a compressed request: its conversation, in tokens
     tokens_after: int | None = None  # and as it went upstream
     replay_of: str | None = None  # the billed row whose answer this repeat was given
+    # Priced already (a key with a budget is charged this very amount); None: the writer prices
+    cost_usd: Decimal | None = None
 
     def as_record(self) -> dict[str, Any]:
         route = self.route
@@ -87,11 +90,12 @@ class UsageRow:
             "tokens_before": self.tokens_before,
             "tokens_after": self.tokens_after,
             "replay_of": self.replay_of,
-            "_pricing": None if route is None else _pricing(route),
-        } | ({"cost_usd": 0} if self.replay_of is not None else {})
+            "_pricing": None if route is None else pricing(route),
+        } | ({"cost_usd": 0} if self.replay_of is not None else
+             {"cost_usd": self.cost_usd} if self.cost_usd is not None else {})
 
 
-def _pricing(route: Route) -> dict[str, Any]:
+def pricing(route: Route) -> dict[str, Any]:
     price = route.price
     return {
         "price": None if price is None else [price.input, price.output, price.cached_input],
