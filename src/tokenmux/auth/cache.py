@@ -34,7 +34,9 @@ class KeyCache:
         self._revision: tuple[int, str] | None = None
         self._poll_interval = poll_interval
         self._refreshing: asyncio.Future[bool] | None = None
-        self._last_refresh = 0.0
+        # Only refreshes for unknown keys count against the gap: a poll that began just before
+        # a key was created must not keep that key out until the next poll.
+        self._last_miss = 0.0
         self.refreshed_at = time.monotonic()  # the last refresh that reached the database
 
     async def authenticate(self, authorization: str | None,
@@ -65,8 +67,9 @@ class KeyCache:
 
     async def _refresh_now(self) -> None:
         if self._refreshing is None:
-            if time.monotonic() - self._last_refresh < MISS_REFRESH_GAP:
+            if time.monotonic() - self._last_miss < MISS_REFRESH_GAP:
                 return
+            self._last_miss = time.monotonic()
             self._refreshing = asyncio.ensure_future(asyncio.to_thread(self.refresh))
             self._refreshing.add_done_callback(self._refreshed)
         try:
@@ -79,7 +82,6 @@ class KeyCache:
 
     def refresh(self) -> bool:
         """Reloads the keys when they changed; blocking, so run it in a thread."""
-        self._last_refresh = time.monotonic()
         current = records.revision(self._engine)
         changed = current != self._revision
         if changed:
