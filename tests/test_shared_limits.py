@@ -22,6 +22,7 @@ from typing import Any
 import httpx2 as httpx
 import psycopg
 import pytest
+import redis
 
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Gateway, free_port, wait_until
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -280,3 +281,33 @@ def live(gateway: Gateway) -> bool:
         return httpx.get(gateway.base_url + "/health/live", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_short_answer_gives_the_fleet_back_what_it_did_not_use(
+        tmp_path: Path, upstream: FakeOpenAI, database: str) -> None:
+    text = config(database, upstream, REDIS_URL)
+    prefix = text.split("redis_prefix: '", 1)[1].split("'", 1)[0]
+    fleet = Fleet(tmp_path, text, 2).start()
+    try:
+        key = fleet.key("--tpm", "6000")
+        listed = fleet.gateways[0].cli("keys", "list", "--json").stdout
+        (key_id,) = [k["id"] for k in __import__("json").loads(listed)
+                     if k["name"].startswith("k-")]
+        # 10 tokens used of a reservation of more than 500 (the max_tokens and the prompt).
+        short = {"messages": [{"role": "user", "content": "@usage 5 5 0"}], "max_tokens": 500}
+        answer = fleet.ask(0, key, **short)
+        assert answer.status_code == 200
+        reserved = 6000 - int(answer.headers["x-ratelimit-remaining-tokens"])
+        assert reserved > 500
+        store = redis.Redis.from_url(REDIS_URL)
+        try:
+            def level() -> float:
+                return float(store.hget(f"{prefix}rl:{key_id}:tokens", "level") or 0)
+            # The settle gives the unused tokens back to the shared bucket, for every instance.
+            assert wait_until(lambda: level() >= 6000 - 10 - 1, timeout=20), level()
+        finally:
+            store.close()
+        second = fleet.ask(1, key, **short)
+        assert int(second.headers["x-ratelimit-remaining-tokens"]) >= 6000 - 10 - reserved - 1
+    finally:
+        fleet.stop()
