@@ -76,6 +76,11 @@ class Inbound:
     strict_params: str | None = None  # the X-Strict-Params header: "true" refuses, drops nothing
     compression: compression.Headers | None = None  # the X-*Compression* headers, when sent
     idempotency_key: str | None = None  # X-Request-Id or Idempotency-Key: runs once, replayed
+    # The API the request came in through; the ledger row says so. Every door hands the
+    # pipeline an OpenAI chat completion request and renders its answer in its own format.
+    door: str = "chat"
+    # Reads the body into the one internal request: a door of another API translates here.
+    parse: Callable[[bytes], ChatRequest] = parse_chat
 
 
 __all__ = ["Answer", "Inbound", "SseSink", "chat_completion"]
@@ -152,7 +157,7 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
         billing.slot = gw.concurrency.acquire(principal)
         if not inbound.body:  # a keyed request's was read already
             inbound.body = await inbound.read_body()
-        request = billing.request = parse_chat(inbound.body)
+        request = billing.request = inbound.parse(inbound.body)
         deadline = Deadline(_budget(inbound.timeout, gw.config.routing), inbound.started)
         tier = outcome.attempts.tier = requested_tier(inbound.tier, principal.tier,
                                                       principal.max_tier)
@@ -540,4 +545,5 @@ def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
         dropped_params=",".join(outcome.dropped) or None,
         tokens_before=None if outcome.compressed is None else outcome.compressed.original,
         tokens_after=None if outcome.compressed is None else outcome.compressed.final,
+        door=inbound.door,
     )

@@ -86,6 +86,8 @@ usage = Table(
     Column("tokens_before", Integer),
     Column("tokens_after", Integer),
     Column("replay_of", String(32)),  # a repeat of a keyed request: the row billed for it
+    # The API it came in through: chat (completions), messages, responses or embeddings
+    Column("door", String(16)),
     Index("ix_usage_created_at", "created_at"),
     Index("ix_usage_key_created", "key_id", "created_at"),
     Index("ix_usage_model_created", "model", "created_at"),

@@ -55,6 +55,7 @@ class UsageRow:
     tokens_before: int | None = None  # a compressed request: its conversation, in tokens
     tokens_after: int | None = None  # and as it went upstream
     replay_of: str | None = None  # the billed row whose answer this repeat was given
+    door: str = "chat"  # the API the request came in through (pipeline.Inbound.door)
     # Priced already (a key with a budget is charged this very amount); None: the writer prices
     cost_usd: Decimal | None = None
 
@@ -90,6 +91,7 @@ class UsageRow:
             "tokens_before": self.tokens_before,
             "tokens_after": self.tokens_after,
             "replay_of": self.replay_of,
+            "door": self.door,
             "_pricing": None if route is None else pricing(route),
         } | ({"cost_usd": 0} if self.replay_of is not None else
              {"cost_usd": self.cost_usd} if self.cost_usd is not None else {})
