@@ -39,7 +39,7 @@ class Filters:
     start: datetime | None = None  # inclusive
     end: datetime | None = None  # exclusive
     key: str | None = None  # a key's id
-    model: str | None = None  # the model served (its canonical name) or the one asked for
+    model: str | None = None  # the model's canonical name (an alias asked for reads as it)
     provider: str | None = None
     user: str | None = None  # the end user the request named (X-User, or the body's `user`)
     door: str | None = None
@@ -53,13 +53,11 @@ class Filters:
             terms.append(c.created_at >= self.start)
         if self.end is not None:
             terms.append(c.created_at < self.end)
-        for column, value in ((c.key_id, self.key), (c.provider, self.provider),
-                              (c.end_user, self.user), (c.door, self.door),
-                              (c.request_id, self.request_id)):
+        for column, value in ((c.key_id, self.key), (c.model, self.model),
+                              (c.provider, self.provider), (c.end_user, self.user),
+                              (c.door, self.door), (c.request_id, self.request_id)):
             if value is not None:
                 terms.append(column == value)
-        if self.model is not None:
-            terms.append(or_(c.model == self.model, c.requested_model == self.model))
         if self.status is not None:
             terms.append(_status_is(self.status))
         return and_(literal(True), *terms)

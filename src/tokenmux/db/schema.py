@@ -95,7 +95,6 @@ usage = Table(
     # The console's filters (admin/usage.py): each with the time range that bounds them.
     Index("ix_usage_provider_created", "provider", "created_at"),
     Index("ix_usage_user_created", "end_user", "created_at"),
-    Index("ix_usage_requested_created", "requested_model", "created_at"),
 )
 
 # The operators' console's logins (admin/sessions.py): the cookie's random id only as a hash.

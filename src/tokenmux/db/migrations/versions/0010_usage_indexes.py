@@ -1,5 +1,5 @@
-"""Indexes for the operators' console: usage filtered by provider, end user or the model asked
-for, each within a time range.
+"""Indexes for the operators' console: usage filtered by provider or end user, each within a
+time range.
 
 Revision ID: 0010
 Revises: 0009
@@ -15,7 +15,6 @@ depends_on = None
 INDEXES = {
     "ix_usage_provider_created": ["provider", "created_at"],
     "ix_usage_user_created": ["end_user", "created_at"],
-    "ix_usage_requested_created": ["requested_model", "created_at"],
 }
 
 
