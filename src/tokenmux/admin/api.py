@@ -234,13 +234,11 @@ async def usage_summary(request: web.Request, gateway: Gateway) -> web.Response:
     problem = usage.check_group_by(group_by)
     if problem:
         raise InvalidRequest(problem, param="group_by")
-    groups = await asyncio.to_thread(usage.summary, gateway.engine, filters, group_by)
-    totals = await asyncio.to_thread(usage.summary, gateway.engine, filters, []) if group_by \
-        else groups
+    groups, totals = await asyncio.to_thread(usage.summary, gateway.engine, filters, group_by)
     return _answer(request, {
         "object": "usage.summary", "group_by": group_by,
         "data": [{k: usage.plain(v) for k, v in g.items()} for g in groups],
-        "totals": {k: usage.plain(v) for k, v in totals[0].items()}})
+        "totals": {k: usage.plain(v) for k, v in totals.items()}})
 
 
 # Channels and config

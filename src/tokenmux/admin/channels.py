@@ -55,7 +55,7 @@ def recent(engine: Engine) -> dict[tuple[str, str], dict[str, Any]]:
     """Latency and TTFT percentiles of each channel's requests in the last RECENT, from the
     ledger (every process's requests); blocking."""
     since = datetime.now(UTC) - RECENT
-    groups = usage.summary(engine, usage.Filters(start=since), ["provider", "upstream_model"])
+    groups, _ = usage.summary(engine, usage.Filters(start=since), ["provider", "upstream_model"])
     return {(g["provider"], g["upstream_model"]): g for g in groups}
 
 

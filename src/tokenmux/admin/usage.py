@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Engine, and_, case, cast, func, literal, o
 from sqlalchemy import Integer as SqlInteger
 from sqlalchemy.sql.elements import KeyedColumnElement
 
+from tokenmux.budgets.money import UNIT
 from tokenmux.db.schema import usage
 
 MAX_PAGE = 1000
@@ -149,15 +150,24 @@ def _bucket_ms(bucket: int) -> float:
     return (bucket - 300) * 1000 + 500
 
 
-def summary(engine: Engine, filters: Filters, group_by: list[str]) -> list[dict[str, Any]]:
-    """One entry per group: requests (a summariser's call is not one, a replay is), errors,
-    tokens by type, cost (replays cost nothing again), and latency and TTFT percentiles of the
-    requests."""
+COUNTERS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens",
+            "reasoning_tokens")
+
+
+def summary(engine: Engine, filters: Filters,
+            group_by: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One entry per group, and the totals of all: requests (a summariser's call is not one, a
+    replay is), errors, tokens by type, cost (replays cost nothing again), and latency and TTFT
+    percentiles of the requests. Two passes over the rows: the counters with the latency
+    histogram, then the TTFT histogram of the streamed requests."""
     groups = _groups(engine.dialect.name, group_by)
+    width = len(groups)
     request = usage.c.kind.is_(None)
     billed = usage.c.replay_of.is_(None)
+    # A summariser's call counts its tokens and cost, but is no request to time: bucket -1.
+    latency = case((request, _histogram(usage.c.latency_ms)), else_=-1).label("bucket")
     counters = select(
-        *groups,
+        *groups, latency,
         func.count().filter(request).label("requests"),
         func.count().filter(and_(request, usage.c.status >= 400)).label("errors"),
         func.coalesce(func.sum(usage.c.prompt_tokens).filter(billed), 0).label("prompt_tokens"),
@@ -168,24 +178,55 @@ def summary(engine: Engine, filters: Filters, group_by: list[str]) -> list[dict[
         .label("reasoning_tokens"),
         func.sum(usage.c.cost_usd).filter(billed).label("cost_usd"),
         *([func.max(usage.c.key_name).label("key_name")] if "key" in group_by else []),
-    ).where(filters.where()).group_by(*groups)
+    ).where(filters.where()).group_by(*groups, latency)
+    ttft = _histogram(usage.c.ttft_ms).label("bucket")
+    ttfts = select(*groups, ttft, func.count().label("n")).where(
+        filters.where(), request, usage.c.ttft_ms.is_not(None)).group_by(*groups, ttft)
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    spread: dict[str, dict[tuple[Any, ...], dict[int, int]]] = {"latency": {}, "ttft": {}}
     with engine.connect() as conn:
-        found = {tuple(row[:len(groups)]): {str(k): v for k, v in row._mapping.items()}
-                 for row in conn.execute(counters)}
-        for name, column in (("latency_ms", usage.c.latency_ms), ("ttft_ms", usage.c.ttft_ms)):
-            bucket = _histogram(column).label("bucket")
-            spread = select(*groups, bucket, func.count().label("n")).where(
-                filters.where(), request, column.is_not(None)).group_by(*groups, bucket)
-            counts: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
-            for row in conn.execute(spread):
-                counts.setdefault(tuple(row[:len(groups)]), []).append((row.bucket, row.n))
-            for group, entry in found.items():
-                entry.update(_percentiles(name, counts.get(group, [])))
+        for row in conn.execute(counters):
+            group = tuple(row[:width])
+            entry = found.setdefault(group, {**{g.name: v for g, v in zip(groups, group, strict=True)},
+                                             **dict.fromkeys(COUNTERS, 0), "cost_usd": None})
+            _add(entry, row._mapping)
+            if row.bucket >= 0:
+                _count(spread["latency"], group, row.bucket, row.requests)
+        for row in conn.execute(ttfts):
+            _count(spread["ttft"], tuple(row[:width]), row.bucket, row.n)
+    totals: dict[str, Any] = {**dict.fromkeys(COUNTERS, 0), "cost_usd": None}
+    for entry in found.values():
+        _add(totals, entry)
+    for name, histograms in spread.items():
+        merged: dict[int, int] = {}
+        for group, histogram in histograms.items():
+            found[group].update(_percentiles(name, histogram))
+            for bucket, n in histogram.items():
+                merged[bucket] = merged.get(bucket, 0) + n
+        totals.update(_percentiles(name, merged))
+        for entry in found.values():  # a group with no request to time
+            for figure in _percentiles(name, {}):
+                entry.setdefault(figure, None)
+    totals.pop("key_name", None)
     ordered = sorted(found.values(), key=lambda e: tuple(str(e[g.name]) for g in groups))
-    for entry in ordered:
-        entry["cost_usd"] = entry["cost_usd"] if entry["cost_usd"] is None else Decimal(
-            str(entry["cost_usd"]))
-    return ordered
+    return ordered, totals
+
+
+def _add(into: dict[str, Any], row: Any) -> None:
+    for name in COUNTERS:
+        into[name] += row[name]
+    if row["cost_usd"] is not None:
+        # SQLite sums money as a double: back to the ledger's precision before adding exactly.
+        cost = Decimal(str(row["cost_usd"])).quantize(UNIT)
+        into["cost_usd"] = cost if into["cost_usd"] is None else into["cost_usd"] + cost
+    if row.get("key_name") is not None:
+        into["key_name"] = row["key_name"]
+
+
+def _count(into: dict[tuple[Any, ...], dict[int, int]], group: tuple[Any, ...], bucket: int,
+           n: int) -> None:
+    histogram = into.setdefault(group, {})
+    histogram[bucket] = histogram.get(bucket, 0) + n
 
 
 def _groups(dialect: str, group_by: list[str]) -> list[Any]:
@@ -198,21 +239,19 @@ def _groups(dialect: str, group_by: list[str]) -> list[Any]:
     return groups
 
 
-def _percentiles(name: str, buckets: list[tuple[int, int]]) -> dict[str, float | None]:
-    base = name.removesuffix("_ms")
-    total = sum(n for _, n in buckets)
+def _percentiles(name: str, histogram: dict[int, int]) -> dict[str, float | None]:
+    total = sum(histogram.values())
     result: dict[str, float | None] = {}
-    ordered = sorted(buckets)
     for p in PERCENTILES:
         value = None
         if total:
             rank, seen = p / 100 * total, 0
-            for bucket, n in ordered:
-                seen += n
+            for bucket in sorted(histogram):
+                seen += histogram[bucket]
                 if seen >= rank:
                     value = _bucket_ms(bucket)
                     break
-        result[f"{base}_p{p}_ms"] = value
+        result[f"{name}_p{p}_ms"] = value
     return result
 
 
