@@ -187,8 +187,9 @@ def summary(engine: Engine, filters: Filters,
     with engine.connect() as conn:
         for row in conn.execute(counters):
             group = tuple(row[:width])
-            entry = found.setdefault(group, {**{g.name: v for g, v in zip(groups, group, strict=True)},
-                                             **dict.fromkeys(COUNTERS, 0), "cost_usd": None})
+            names = dict(zip((g.name for g in groups), group, strict=True))
+            entry = found.setdefault(group, {**names, **dict.fromkeys(COUNTERS, 0),
+                                             "cost_usd": None})
             _add(entry, row._mapping)
             if row.bucket >= 0:
                 _count(spread["latency"], group, row.bucket, row.requests)
