@@ -13,7 +13,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Gateway, config_for, wait_until
+from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Gateway, gateway_of_its_own, wait_until
 from tests.fakes.openai_upstream import FakeOpenAI
 
 ROUTES = [("POST", "/admin/v1/keys"), ("GET", "/admin/v1/keys"),
@@ -28,10 +28,7 @@ PRICE_IN, PRICE_OUT = Decimal(1), Decimal(2)
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory,
        module_upstream: FakeOpenAI) -> Iterator[Gateway]:
-    directory = tmp_path_factory.mktemp("admin")
-    running = Gateway(directory, config_for(directory, module_upstream)).start()
-    yield running
-    running.stop()
+    yield from gateway_of_its_own(tmp_path_factory, module_upstream, "admin")
 
 
 def admin(gw: Gateway, method: str, path: str, key: str | None = ADMIN_KEY,

@@ -15,7 +15,7 @@ import openai
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import ADMIN_KEY, Gateway, config_for, wait_until
+from tests.conftest import ADMIN_KEY, Gateway, gateway_of_its_own, wait_until
 from tests.fakes.openai_upstream import FakeOpenAI
 
 CHROMIUM = "/usr/bin/chromium"
@@ -28,10 +28,7 @@ WAIT_MS = 20_000  # a loaded 2-core machine may be slow to draw; nothing here wa
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory,
        module_upstream: FakeOpenAI) -> Iterator[Gateway]:
-    directory = tmp_path_factory.mktemp("console")
-    running = Gateway(directory, config_for(directory, module_upstream)).start()
-    yield running
-    running.stop()
+    yield from gateway_of_its_own(tmp_path_factory, module_upstream, "console")
 
 
 @pytest.fixture(scope="module")
