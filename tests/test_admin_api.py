@@ -93,6 +93,9 @@ def test_a_key_made_by_the_api_serves_changes_and_is_revoked(gw):
     assert changed.status_code == 200, changed.text
     assert (changed.json()["rpm"], changed.json()["name"]) == (1, "t2")
     assert changed.json()["tier"] == "fast"  # what the change did not name stays
+    unbudgeted = admin(gw, "PATCH", f"/admin/v1/keys/{made['id']}", json={"budget_usd": None})
+    assert (unbudgeted.json()["budget_usd"], unbudgeted.json()["budget_period"]) == (None, None)
+    assert unbudgeted.json()["rpm"] == 1
 
     def limited() -> bool:
         try:
@@ -176,6 +179,9 @@ def test_usage_rows_filter_by_key_user_model_status_and_request_id(gw, traffic):
     assert [Decimal(r["cost_usd"]) for r in rows] == [cost(200, 40), cost(3000, 100),
                                                         cost(1000, 500)]
     assert {r["door"] for r in rows} == {"chat"}
+    assert all(r["created_at"].endswith("+00:00") for r in rows)
+    assert len(admin(gw, "GET", f"/admin/v1/usage?key={alpha}&door=chat").json()["data"]) == 3
+    assert admin(gw, "GET", f"/admin/v1/usage?key={alpha}&door=messages").json()["data"] == []
     ann = admin(gw, "GET", f"/admin/v1/usage?key={alpha}&user=ann").json()["data"]
     assert len(ann) == 2 and {r["end_user"] for r in ann} == {"ann"}
     beta_rows = admin(gw, "GET", f"/admin/v1/usage?key={beta}&status=error").json()["data"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -272,7 +272,8 @@ def check_group_by(names: list[str]) -> str | None:
 def plain(value: Any) -> Any:
     """A JSON-friendly form of a ledger value: times in ISO 8601, money as a decimal text."""
     if isinstance(value, datetime):
-        return value.isoformat()
+        # SQLite gives the time back without its zone; every time the gateway stores is UTC.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
     return value
