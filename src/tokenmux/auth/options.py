@@ -93,17 +93,23 @@ def check_name(name: object) -> str:
     return name
 
 
-def check(config: Config, options: KeyOptions) -> KeyOptions:
+def check(config: Config, options: KeyOptions,
+          names: dict[str, str] | None = None) -> KeyOptions:
     """OPTIONS when their settings agree with each other and with CONFIG; the budget's period
-    set to "total" when a budget has none."""
+    set to "total" when a budget has none. NAMES: how the caller spells a setting in its
+    messages (the CLI's options), where not as the field."""
+    def named(field: str) -> str:
+        return (names or {}).get(field, field)
+
     if options.budget_period is not None and options.budget_usd is None:
-        raise InvalidKeyOption("budget_period", "a period is for a budget; none was given")
+        raise InvalidKeyOption("budget_period", f"a period is for a {named('budget_usd')}; "
+                                                "none was given")
     if options.budget_usd is not None and options.budget_period is None:
         options = options.model_copy(update={"budget_period": "total"})
     tier, highest = options.tier, options.max_tier
     if tier and highest and tier_named(tier) > tier_named(highest):
-        raise InvalidKeyOption("tier", f"the default tier {tier!r} is above the highest tier "
-                                       f"{highest!r}")
+        raise InvalidKeyOption("tier", f"the default tier {tier!r} is above "
+                                       f"{named('max_tier')} {highest!r}")
     if len(options.fallback_models) > MAX_FALLBACK_MODELS:
         raise InvalidKeyOption("fallback_models", f"at most {MAX_FALLBACK_MODELS} fallback "
                                                   f"models; got {len(options.fallback_models)}")

@@ -72,7 +72,7 @@ def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
               "budget_period": budget_period}
     config = load(config_path)
     try:
-        checked = options.check(config, options.parse(fields))
+        checked = options.check(config, options.parse(fields), OPTION_OF)
     except options.InvalidKeyOption as problem:
         raise click.BadParameter(problem.message, param_hint=OPTION_OF.get(
             problem.field, "--" + problem.field.replace("_", "-"))) from None
@@ -85,6 +85,7 @@ def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
 # The CLI's name for a setting where it differs from the field's.
 OPTION_OF = {"is_admin": "--admin", "fallback_models": "--fallback-model",
              "fallback_timeout_ms": "--fallback-timeout", "budget_usd": "--budget",
+             "max_tier": "--max-tier",
              "compression": "--compression-model, --compression-threshold"}
 
 
