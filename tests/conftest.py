@@ -301,6 +301,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> I
     running.stop()
 
 
+def gateway_of_its_own(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI,
+                       name: str) -> Iterator[Gateway]:
+    """A module's gateway on the suite's config, with a database of its own (exact counts)."""
+    directory = tmp_path_factory.mktemp(name)
+    running = Gateway(directory, config_for(directory, upstream)).start()
+    yield running
+    running.stop()
+
+
 def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

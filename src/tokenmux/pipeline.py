@@ -432,7 +432,7 @@ async def _relay(opened: _OpenStream, call: Call, sink: SseSink, outcome: _Outco
     except GatewayError as error:
         # Headers are gone: the only honest way left to fail is an error event.
         outcome.status, outcome.error_code = error.status, error.code
-        call.route.health.failed()
+        call.route.health.failed(reason=error.code or "stream_cut")
         outcome.usage = await _stream_usage(state, call)
         billing.finish()
         await _fail(sink, error, held, outcome.usage)

@@ -92,6 +92,10 @@ class KeyCache:
         self.refreshed_at = time.monotonic()
         return changed
 
+    def by_hash(self, hashed: str) -> Principal | None:
+        """The live key whose secret hashes to HASHED (a console session names its key so)."""
+        return self._keys.get(hashed)
+
     def principals(self) -> list[Principal]:
         return list(self._keys.values())
 

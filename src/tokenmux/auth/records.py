@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy import Engine, func, select, update
 
 from tokenmux.auth.keys import Principal, display_prefix, hash_key, new_key_id, new_secret
+from tokenmux.auth.options import KeyOptions
 from tokenmux.budgets.money import PERIODS, period_of, ticks, ticks_to_usd
 from tokenmux.budgets.spent import spent_since
 from tokenmux.db.schema import api_keys
@@ -42,33 +43,61 @@ class KeyRecord:
     budget_period: str | None = None
 
 
-def create_key(engine: Engine, name: str, *, rpm: int | None = None, tpm: int | None = None,
-               is_admin: bool = False, tier: str | None = None, max_tier: str | None = None,
-               fallback_models: tuple[str, ...] = (),
-               fallback_timeout_ms: int | None = None,
-               strict_params: bool = False, compression: str | None = None,
-               compression_model: str | None = None, compression_threshold: int | None = None,
-               budget_usd: Decimal | None = None,
-               budget_period: str = "total") -> tuple[str, KeyRecord]:
-    """Returns the secret, which exists nowhere else afterwards, and the stored record."""
+def create_key(engine: Engine, name: str,
+               options: KeyOptions | None = None) -> tuple[str, KeyRecord]:
+    """Returns the secret, which exists nowhere else afterwards, and the stored record. OPTIONS
+    are taken as checked (auth/options.py)."""
+    options = options or KeyOptions()
     secret = new_secret()
     now = datetime.now(UTC)
-    record = KeyRecord(new_key_id(), name, display_prefix(secret), is_admin, rpm, tpm, tier,
-                       max_tier, now, None, tuple(fallback_models), fallback_timeout_ms,
-                       strict_params, compression, compression_model, compression_threshold,
-                       budget_usd, None if budget_usd is None else budget_period)
+    record = KeyRecord(new_key_id(), name, display_prefix(secret), options.is_admin, options.rpm,
+                       options.tpm, options.tier, options.max_tier, now, None,
+                       tuple(options.fallback_models), options.fallback_timeout_ms,
+                       options.strict_params, options.compression, options.compression_model,
+                       options.compression_threshold, options.budget_usd,
+                       None if options.budget_usd is None else options.budget_period or "total")
     with engine.begin() as conn:
         conn.execute(api_keys.insert().values(
             id=record.id, name=name, key_hash=hash_key(secret), prefix=record.prefix,
-            is_admin=is_admin, rpm=rpm, tpm=tpm, tier=tier, max_tier=max_tier,
-            fallback_models=_models_text(record.fallback_models),
-            fallback_timeout_ms=fallback_timeout_ms, strict_params=strict_params,
-            compression=compression, compression_model=compression_model,
-            compression_threshold=compression_threshold,
-            budget_usd=budget_usd, budget_period=record.budget_period,
-            created_at=now, updated_at=now,
+            **_settings(record), created_at=now, updated_at=now,
         ))
     return secret, record
+
+
+def _settings(record: KeyRecord) -> dict[str, Any]:
+    """The columns a key's settings are kept in."""
+    return dict(
+        is_admin=record.is_admin, rpm=record.rpm, tpm=record.tpm, tier=record.tier,
+        max_tier=record.max_tier, fallback_models=_models_text(record.fallback_models),
+        fallback_timeout_ms=record.fallback_timeout_ms, strict_params=record.strict_params,
+        compression=record.compression, compression_model=record.compression_model,
+        compression_threshold=record.compression_threshold, budget_usd=record.budget_usd,
+        budget_period=record.budget_period)
+
+
+def options_of(record: KeyRecord) -> KeyOptions:
+    """A stored key's settings, to change some and check them all again."""
+    return KeyOptions.model_construct(**{
+        name: getattr(record, name) for name in KeyOptions.model_fields})
+
+
+def update_key(engine: Engine, key_id: str, name: str,
+               options: KeyOptions) -> KeyRecord | None:
+    """Replaces a live key's name and settings (checked); None when no live key has KEY_ID.
+    The new updated_at moves the keys' revision, so running gateways reload it at their poll."""
+    now = datetime.now(UTC)
+    record = get_key(engine, key_id)
+    if record is None or record.revoked_at is not None:
+        return None
+    changed = KeyRecord(**{**record.__dict__, **options.model_dump(), "name": name,
+                           "fallback_models": tuple(options.fallback_models),
+                           "budget_period": None if options.budget_usd is None
+                           else options.budget_period or "total"})
+    with engine.begin() as conn:
+        conn.execute(update(api_keys).where((api_keys.c.id == key_id)
+                                            & api_keys.c.revoked_at.is_(None))
+                     .values(name=name, **_settings(changed), updated_at=now))
+    return changed
 
 
 def _models_text(models: tuple[str, ...]) -> str | None:
@@ -86,7 +115,8 @@ def _models(text: str | None) -> tuple[str, ...]:
     return tuple(m for m in models if isinstance(m, str) and m)
 
 
-def list_keys(engine: Engine, *, include_revoked: bool = False) -> list[KeyRecord]:
+def list_keys(engine: Engine, *, include_revoked: bool = False,
+              key_id: str | None = None) -> list[KeyRecord]:
     query = select(
         api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.is_admin, api_keys.c.rpm,
         api_keys.c.tpm, api_keys.c.tier, api_keys.c.max_tier, api_keys.c.created_at,
@@ -96,9 +126,17 @@ def list_keys(engine: Engine, *, include_revoked: bool = False) -> list[KeyRecor
     ).order_by(api_keys.c.created_at)
     if not include_revoked:
         query = query.where(api_keys.c.revoked_at.is_(None))
+    if key_id is not None:
+        query = query.where(api_keys.c.id == key_id)
     with engine.connect() as conn:
         return [KeyRecord(**{**row._mapping, "fallback_models": _models(row.fallback_models)})
                 for row in conn.execute(query)]
+
+
+def get_key(engine: Engine, key_id: str) -> KeyRecord | None:
+    """The key with KEY_ID, revoked or not."""
+    found = list_keys(engine, include_revoked=True, key_id=key_id)
+    return found[0] if found else None
 
 
 def revoke_key(engine: Engine, key_id_or_name: str) -> list[str]:
@@ -112,6 +150,15 @@ def revoke_key(engine: Engine, key_id_or_name: str) -> list[str]:
             conn.execute(update(api_keys).where(api_keys.c.id.in_(ids))
                          .values(revoked_at=now, updated_at=now))
     return ids
+
+
+def revoke_ids(engine: Engine, ids: list[str]) -> None:
+    """Revokes the live keys with these ids (and no key by its name)."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(update(api_keys).where(api_keys.c.id.in_(ids)
+                                            & api_keys.c.revoked_at.is_(None))
+                     .values(revoked_at=now, updated_at=now))
 
 
 def has_admin_key(engine: Engine) -> bool:

@@ -12,13 +12,11 @@ from tokenmux.api.chat import (
     MAX_FALLBACK_TIMEOUT_MS,
     MIN_FALLBACK_TIMEOUT_MS,
 )
-from tokenmux.auth import records
-from tokenmux.budgets.money import MAX_BUDGET_USD, PERIODS, UNIT, ticks, usd_text
+from tokenmux.auth import options, records
+from tokenmux.budgets.money import MAX_BUDGET_USD, PERIODS, ticks, usd_text
 from tokenmux.cli.common import config_option, load, open_database
 from tokenmux.compression.settings import STRATEGIES
-from tokenmux.config.schema import ECHO_MODEL, Config
 from tokenmux.routing.tiers import NAMES as TIERS
-from tokenmux.routing.tiers import tier_named
 
 
 @click.group()
@@ -65,69 +63,35 @@ def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
            compression_threshold: int | None, budget: float | None,
            budget_period: str | None) -> None:
     """Create a key; its secret is printed once, as the last line."""
-    if budget_period is not None and budget is None:
-        raise click.BadParameter("a period is for a --budget; none was given",
-                                 param_hint="--budget-period")
-    budget_period = budget_period or "total"
-    if tier and max_tier and tier_named(tier) > tier_named(max_tier):
-        raise click.BadParameter(f"the default tier {tier!r} is above --max-tier {max_tier!r}",
-                                 param_hint="--tier")
+    fields = {"rpm": rpm, "tpm": tpm, "is_admin": admin, "tier": tier, "max_tier": max_tier,
+              "fallback_models": fallback_models, "fallback_timeout_ms": fallback_timeout,
+              "strict_params": strict_params, "compression": compression,
+              "compression_model": compression_model,
+              "compression_threshold": compression_threshold,
+              "budget_usd": None if budget is None else _usd(budget),
+              "budget_period": budget_period}
     config = load(config_path)
-    _check_fallbacks(config, fallback_models)
-    if (compression_model or compression_threshold) and not compression:
-        raise click.BadParameter("needs --compression", param_hint="--compression-model, "
-                                 "--compression-threshold")
-    if compression_model is not None and compression_model != "auto":
-        _check_models(config, (compression_model,), "--compression-model")
-    engine = open_database(config)
-    secret, record = records.create_key(engine, name, rpm=rpm, tpm=tpm, is_admin=admin,
-                                        tier=tier, max_tier=max_tier,
-                                        fallback_models=fallback_models,
-                                        fallback_timeout_ms=fallback_timeout,
-                                        strict_params=strict_params,
-                                        compression=compression,
-                                        compression_model=compression_model,
-                                        compression_threshold=compression_threshold,
-                                        budget_usd=None if budget is None else _usd(budget),
-                                        budget_period=budget_period)
-    limits = ", ".join(f"{v} {k}" for k, v in (("rpm", rpm), ("tpm", tpm)) if v) or "no limits"
-    limits += f", tier {tier or 'medium'}" + (f" (at most {max_tier})" if max_tier else "")
-    if fallback_models:
-        limits += ", falls back to " + ", ".join(fallback_models)
-    if strict_params:
-        limits += ", strict parameters"
-    if compression:
-        limits += f", compression {compression}" + (
-            f" by {compression_model}" if compression_model else "")
-    if record.budget_usd is not None:
-        limits += f", budget ${record.budget_usd:f} {_per(budget_period)}"
-    click.echo(f"Created key {record.id} ({name}, {limits}). Its secret is shown only now:",
-               err=True)
+    try:
+        checked = options.check(config, options.parse(fields), OPTION_OF)
+    except options.InvalidKeyOption as problem:
+        raise click.BadParameter(problem.message, param_hint=OPTION_OF.get(
+            problem.field, "--" + problem.field.replace("_", "-"))) from None
+    secret, record = records.create_key(open_database(config), name, checked)
+    click.echo(f"Created key {record.id} ({name}, {options.describe(checked)}). Its secret is "
+               "shown only now:", err=True)
     click.echo(secret)
 
 
+# The CLI's name for a setting where it differs from the field's.
+OPTION_OF = {"is_admin": "--admin", "fallback_models": "--fallback-model",
+             "fallback_timeout_ms": "--fallback-timeout", "budget_usd": "--budget",
+             "max_tier": "--max-tier",
+             "compression": "--compression-model, --compression-threshold"}
+
+
 def _usd(amount: float) -> Decimal:
-    # The text the user typed, to the ledger's precision: 0.1 stays 0.1, not 0.1000000000000000055
-    return Decimal(repr(amount)).quantize(UNIT)
-
-
-def _per(period: str) -> str:
-    return "in all" if period == "total" else f"per {period}"
-
-
-def _check_fallbacks(config: Config, models: tuple[str, ...]) -> None:
-    if len(models) > MAX_FALLBACK_MODELS:
-        raise click.BadParameter(f"at most {MAX_FALLBACK_MODELS} fallback models; got "
-                                 f"{len(models)}", param_hint="--fallback-model")
-    _check_models(config, models, "--fallback-model")
-
-
-def _check_models(config: Config, models: tuple[str, ...], option: str) -> None:
-    known = {ECHO_MODEL} if config.echo_model else set()
-    known.update(name for m in config.models for name in (m.name, *m.aliases))
-    for model in models:
-        if model not in known:
-            raise click.BadParameter(f"the config serves no model {model!r}", param_hint=option)
+    # The text the user typed: 0.1 stays 0.1, not 0.1000000000000000055
+    return Decimal(repr(amount))
 
 
 @keys.command(name="list")
@@ -152,7 +116,7 @@ def list_(config_path: str | None, include_revoked: bool, as_json: bool) -> None
         state = "revoked" if r.revoked_at else ("admin" if r.is_admin else "active")
         tier = (r.tier or "medium") + (f" (max {r.max_tier})" if r.max_tier else "")
         budget = "-" if r.budget_usd is None else (
-            f"${_money(r.budget_usd)} {_per(r.budget_period or 'total')} "
+            f"${_money(r.budget_usd)} {options.per(r.budget_period or 'total')} "
             f"(${_money(spent.get(r.id))})")
         click.echo(f"{r.id:<22} {r.name:<20} {r.prefix + '…':<11} {r.rpm or '-':>6} "
                    f"{r.tpm or '-':>9}  {tier:<20} {budget:<30} {state}")

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from tokenmux import gateway as gateway_module
 from tokenmux import logs
 from tokenmux.auth import records
+from tokenmux.auth.options import KeyOptions
 from tokenmux.cli.common import config_option, load, open_database
 from tokenmux.config import Config
 from tokenmux.routing import Catalog
@@ -35,7 +36,7 @@ def _first_admin_key(config: Config, engine: Engine) -> None:
     """Nothing is ever served anonymously: with no admin key anywhere, make one and show it."""
     if config.admin_key or records.has_admin_key(engine):
         return
-    secret, record = records.create_key(engine, "admin", is_admin=True)
+    secret, record = records.create_key(engine, "admin", KeyOptions(is_admin=True))
     click.echo("No admin key was configured, so one was created (" + record.id + "). "
                "It is shown only now; keep it:")
     click.echo(f"  TOKENMUX_ADMIN_KEY={secret}")

@@ -92,4 +92,18 @@ usage = Table(
     Index("ix_usage_key_created", "key_id", "created_at"),
     Index("ix_usage_model_created", "model", "created_at"),
     Index("ix_usage_request_id", "request_id"),
+    # The console's filters (admin/usage.py): each with the time range that bounds them.
+    Index("ix_usage_provider_created", "provider", "created_at"),
+    Index("ix_usage_user_created", "end_user", "created_at"),
+)
+
+# The operators' console's logins (admin/sessions.py): the cookie's random id only as a hash.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("key_hash", String(64), nullable=False),  # the admin key that logged in
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )

@@ -20,6 +20,10 @@ class Gate:
     def free(self) -> bool:
         return self.busy < self.limit and not self._waiting
 
+    def waiting(self) -> int:
+        """Requests queued for a slot (a cancelled wait may still be counted until its turn)."""
+        return sum(1 for *_, waiter in self._waiting if not waiter.done())
+
     def try_enter(self) -> bool:
         if self.free():
             self.busy += 1

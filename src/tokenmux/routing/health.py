@@ -17,7 +17,7 @@ EWMA_WEIGHT = 0.2  # how much the latest latency moves the running estimate
 
 class ChannelHealth:
     __slots__ = ("_cooldown", "_failures", "_max_cooldown", "_next_cooldown", "_probing",
-                 "_threshold", "latency", "open_until", "ttfts")
+                 "_threshold", "in_flight", "last_error", "latency", "open_until", "ttfts")
 
     def __init__(self, failures: int, cooldown: float, max_cooldown: float):
         self._threshold = failures
@@ -29,6 +29,9 @@ class ChannelHealth:
         self.open_until = 0.0  # 0: closed
         self.latency: float | None = None  # seconds to the answer (or first chunk), smoothed
         self.ttfts: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.in_flight = 0  # attempts sent here that have not answered yet
+        # The latest failure: when (wall clock) and what it was, for the operators' console.
+        self.last_error: tuple[float, str] | None = None
 
     def healthy(self, now: float) -> bool:
         """Whether a request may go here now; the first one after a cooldown is the probe."""
@@ -52,8 +55,9 @@ class ChannelHealth:
         latency = self.latency
         self.latency = seconds if latency is None else latency + EWMA_WEIGHT * (seconds - latency)
 
-    def failed(self, now: float | None = None) -> None:
+    def failed(self, now: float | None = None, reason: str = "upstream_error") -> None:
         now = time.monotonic() if now is None else now
+        self.last_error = (time.time(), reason)
         self._failures += 1
         if self._probing:
             self._probing = False
@@ -65,6 +69,14 @@ class ChannelHealth:
     def released(self) -> None:
         """An attempt here ended without a verdict (the client left): free the probe slot."""
         self._probing = False
+
+    def state(self, now: float) -> tuple[str, float, int]:
+        """closed, open or half_open; the seconds of cooldown left; failures in a row."""
+        if not self.open_until:
+            return "closed", 0.0, self._failures
+        if self._probing or now >= self.open_until:
+            return "half_open", 0.0, self._failures
+        return "open", self.open_until - now, self._failures
 
     def p90(self) -> float | None:
         samples = self.ttfts

@@ -158,13 +158,14 @@ class _Turns(Generic[T]):
                 attempts.queue_seconds += time.perf_counter() - queued
         started = time.perf_counter()
         remaining = self.deadline.at - started
+        health.in_flight += 1
         try:
             result = await self.attempt(route, remaining if remaining < route.timeout else None)
         except GatewayError as error:
             if gate is not None:
                 gate.leave()
             if _channel_at_fault(error):
-                health.failed()
+                health.failed(reason=error.code or left_because(error))
             else:
                 health.released()
             raise
@@ -173,6 +174,8 @@ class _Turns(Generic[T]):
                 gate.leave()
             health.released()
             raise
+        finally:
+            health.in_flight -= 1
         health.succeeded(time.perf_counter() - started)
         return result, route, held
 

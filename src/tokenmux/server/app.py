@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from tokenmux.admin.api import add_admin_routes
+from tokenmux.admin.ui import add_ui_routes
 from tokenmux.gateway import Gateway
 from tokenmux.server.routes import GATEWAY, add_routes, errors
 
@@ -17,6 +19,8 @@ def create_app(gateway: Gateway) -> web.Application:
     )
     app[GATEWAY] = gateway
     add_routes(app)
+    add_admin_routes(app)
+    add_ui_routes(app)
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         await gateway.start()

@@ -1,0 +1,1 @@
+"""The operators' console: the admin API and the dashboard it serves."""
