@@ -30,6 +30,32 @@ class ChatRequest:
     fallbacks: Fallbacks | None = None  # `fallback_*` fields, taken out of the body
     # The `compression` field as sent, taken out of the body (compression/settings.py reads it).
     compression: Any = None
+    # The request as its door's API sent it, when that API is a provider kind's own (the
+    # Messages API): a channel of that kind is sent it nearly as it came.
+    native: Native | None = None
+
+
+@dataclass(slots=True)
+class Native:
+    kind: str  # the provider kind whose API the body is in
+    body: dict[str, Any]
+    # The translated conversation it stands for: once compression has replaced it, the native
+    # body no longer says what is to be sent, and the translation goes instead.
+    messages: list[Any]
+    # Where the body holds something only that kind can carry (a path, for the error); any
+    # other kind refuses the request rather than send it without.
+    untranslated: str | None = None
+
+    def serves(self, request: ChatRequest, kind: str) -> bool:
+        """Whether a channel of KIND is to be sent the native body; a 400 when it cannot be
+        and the translation would leave something out."""
+        native = kind == self.kind and request.body.get("messages") is self.messages
+        if not native and self.untranslated is not None:
+            raise InvalidRequest(
+                f"'{self.untranslated}' can only go to a channel of kind '{self.kind}' (and "
+                f"without compression); this request's channel is of kind '{kind}'.",
+                param=self.untranslated)
+        return native
 
 
 def parse_chat(raw: bytes) -> ChatRequest:

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import orjson
 
 from tokenmux.config.schema import Provider as ProviderConfig
 from tokenmux.errors import GatewayError, UpstreamFailed, UpstreamTimeout
@@ -125,6 +126,8 @@ class HttpProvider:
         return timeout
 
     async def complete(self, call: Call) -> Completion:
+        native = call.request.native is not None and call.request.native.serves(
+            call.request, call.route.kind)
         request = self._adapter.build_request(call)
         route = call.route
         timeout = (self._timeout(route.timeout) if call.limit is None
@@ -147,6 +150,9 @@ class HttpProvider:
             raise self._adapter.read_error(
                 response.status, raw, route, response.headers.get("Retry-After"))
         body, usage = self._adapter.read_completion(raw, route)
+        if native:
+            # The door of the provider's own API answers with the provider's answer as it came.
+            body["native"] = orjson.loads(raw)
         if usage is None:
             text = "".join(message_text((c.get("message") or {}).get("content"))
                            for c in body["choices"] if isinstance(c, dict))
@@ -156,6 +162,8 @@ class HttpProvider:
 
     @asynccontextmanager
     async def stream(self, call: Call) -> AsyncIterator[_Chunks]:
+        if call.request.native is not None:
+            call.request.native.serves(call.request, call.route.kind)  # refuses what is lost
         request = self._adapter.build_request(call)
         route = call.route
         timeout = self._stream_timeout(route.timeout)
