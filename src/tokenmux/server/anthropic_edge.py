@@ -25,6 +25,9 @@ class MessagesSse(SseWriter):
         super().__init__(request, request_id)
         self._events = Events()
 
+    async def open(self, headers: dict[str, str]) -> None:
+        await super().open({**headers, "request-id": self._request_id})
+
     def encode(self, chunks: list[dict[str, Any]]) -> bytes:
         feed = self._events.feed
         return _encoded([event for chunk in chunks for event in feed(chunk)])
