@@ -12,9 +12,11 @@ import anthropic
 import httpx2 as httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, Gateway
+from tests.conftest import ADMIN_KEY, Gateway, started_gateway
 from tests.every_kind import ANTHROPIC, GEMINI, OPENAI, EveryKind, every_kind
 from tests.fakes import anthropic_upstream, gemini_upstream, openai_upstream
+from tests.fakes.gemini_upstream import FakeGemini
+from tests.fakes.openai_upstream import FakeOpenAI
 
 KINDS = (OPENAI, ANTHROPIC, GEMINI)
 REPLIES = {OPENAI: openai_upstream.REPLY, ANTHROPIC: anthropic_upstream.REPLY,
@@ -274,11 +276,17 @@ def test_a_key_by_x_api_key_or_bearer(kinds, auth):
     assert caught.value.body["error"]["type"] == "authentication_error"
 
 
-def test_headers_of_the_api_are_accepted(kinds):
-    answer = post(kinds.gateway, {"model": OPENAI, "max_tokens": 20, "messages": [
-        {"role": "user", "content": "Hi"}]}, **{"anthropic-beta": "prompt-caching-2024-07-31"})
+@pytest.mark.parametrize("model", KINDS)
+def test_headers_of_the_api_are_accepted(kinds, model):
+    answer = post(kinds.gateway, {"model": model, "max_tokens": 20, "messages": [
+        {"role": "user", "content": "Hi"}]}, **{"anthropic-beta": "files-api-2025-04-14"})
     assert answer.status_code == 200 and answer.json()["type"] == "message"
     assert answer.headers["request-id"] == answer.headers["X-Request-Id"]
+    if model == ANTHROPIC:  # the betas go on to Anthropic channels, with the channel's version
+        sent = kinds.anthropic.received[-1].headers
+        assert sent["anthropic-beta"] == "files-api-2025-04-14"
+        assert sent["anthropic-version"] == "2026-10-21"
+        assert sent["x-api-key"] == kinds.anthropic.api_key
 
 
 def test_sampling_fields_follow_the_clients_api_version(kinds):
@@ -394,6 +402,45 @@ def test_thinking_goes_to_anthropic_channels(client, kinds):
                            thinking={"type": "enabled", "budget_tokens": 1024},
                            messages=[{"role": "user", "content": "Think"}])
     assert "thinking" not in received(kinds, OPENAI)
+    assert "reasoning_effort" not in received(kinds, OPENAI)  # the catalog says it does not reason
+
+
+@pytest.fixture(scope="module")
+def thinkers(tmp_path_factory: pytest.TempPathFactory, module_upstream: FakeOpenAI,
+             gemini: FakeGemini) -> Iterator[Gateway]:
+    """Models the catalog says reason, on an OpenAI-kind and a Gemini channel."""
+    running = started_gateway(tmp_path_factory.mktemp("thinkers"), f"""\
+        providers:
+          openai: {{kind: openai, base_url: "{module_upstream.base_url}", api_key: sk-fake}}
+          google: {{kind: gemini, base_url: "{gemini.base_url}", api_key: {gemini.api_key}}}
+        models:
+          - {{name: thinker, capabilities: [reasoning],
+              channels: [{{provider: openai, model: gpt-5-mini}}]}}
+          - {{name: gemini-thinker, capabilities: [reasoning],
+              channels: [{{provider: google, model: gemini-2.5-pro}}]}}
+        """)
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("asked, effort", [
+    ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "low"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 8000}}, "medium"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 20000}}, "high"),
+    ({"output_config": {"effort": "low"}}, "low"),
+    ({"thinking": {"type": "disabled"}}, None),
+])
+def test_thinking_is_a_reasoning_effort_where_the_model_reasons(thinkers, module_upstream,
+                                                                gemini, asked, effort):
+    client = anthropic.Anthropic(base_url=thinkers.base_url, api_key=ADMIN_KEY, max_retries=0)
+    message = client.messages.create(model="thinker", max_tokens=16000, messages=[
+        {"role": "user", "content": "Think"}], **asked)
+    assert message.content[0].text == openai_upstream.REPLY
+    assert module_upstream.received[-1].body.get("reasoning_effort") == effort
+    # Gemini's channel takes no OpenAI effort: the request is served without one.
+    client.messages.create(model="gemini-thinker", max_tokens=16000, messages=[
+        {"role": "user", "content": "Think"}], **asked)
+    assert "thinkingConfig" not in gemini.received[-1].body.get("generationConfig", {})
 
 
 def test_what_only_anthropic_carries_goes_natively_or_is_refused(client, kinds):
@@ -448,6 +495,19 @@ def test_an_idempotency_key_replays_in_the_apis_shape(client, kinds, stream):
     assert again == first and first["content"][0]["text"] == anthropic_upstream.REPLY
     assert headers["idempotent-replayed"] == "true"
     assert len(kinds.anthropic.received) == before + 1
+
+
+def test_a_key_names_a_request_of_one_door(client, kinds):
+    """The same idempotency key on both doors is two requests: each answered in its format."""
+    key = "one-key-two-doors"
+    chat = kinds.gateway.client().chat.completions.create(
+        model=OPENAI, messages=[{"role": "user", "content": "Hi"}],
+        extra_headers={"Idempotency-Key": key})
+    assert chat.object == "chat.completion"
+    message = client.messages.create(model=OPENAI, max_tokens=20,
+                                     messages=[{"role": "user", "content": "Hi"}],
+                                     extra_headers={"Idempotency-Key": key})
+    assert message.type == "message" and message.content[0].text == openai_upstream.REPLY
 
 
 def test_the_door_is_in_the_ledger_beside_chat(kinds):

@@ -14,6 +14,7 @@ Error paths are the Messages API's own (`messages.2.content.0.source.data`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import orjson
@@ -55,8 +56,11 @@ class _Translation:
             self.untranslated = path
 
 
-def parse_messages(raw: bytes, version: str | None = None) -> ChatRequest:
-    """The request of `POST /v1/messages`, under the client's `anthropic-version`."""
+def parse_messages(raw: bytes, version: str | None = None, beta: str | None = None,
+                   reasons: Callable[[str], bool] | None = None) -> ChatRequest:
+    """The request of `POST /v1/messages`, under the client's `anthropic-version`, with its
+    `anthropic-beta` header (for Anthropic channels); REASONS tells whether the catalog says a
+    model reasons (its OpenAI-kind channels are then sent the `thinking` as an effort)."""
     body = _load(raw)
     old = version is not None and version < ANTHROPIC_SAMPLING_UNTIL
     for name in body:
@@ -91,7 +95,10 @@ def parse_messages(raw: bytes, version: str | None = None) -> ChatRequest:
         translation.lost(name)
     check_messages(chat["messages"])
     check_fields(chat)
-    native = Native(KIND, body, chat["messages"], translation.untranslated)
+    native = Native(KIND, body, chat["messages"], translation.untranslated,
+                    {"anthropic-beta": beta} if beta else None)
+    if (effort := _effort(body)) is not None and reasons is not None and reasons(body["model"]):
+        native.per_kind = {"openai": {"reasoning_effort": effort}}
     # The door answers with usage in every stream: its own final event carries it.
     return ChatRequest(chat, body["model"], stream, True, max_tokens, user, [], native=native)
 
@@ -327,6 +334,23 @@ def _tool_choice(choice: Any, chat: dict[str, Any]) -> None:
         chat.pop("tool_choice", None)
     elif choice.get("disable_parallel_tool_use") is True:
         chat["parallel_tool_calls"] = False
+
+
+def _effort(body: dict[str, Any]) -> str | None:
+    """OpenAI's reasoning effort for the request's `output_config.effort`, else its thinking
+    budget: under 4,096 tokens low, under 16,384 medium, else high."""
+    effort = (body.get("output_config") or {}).get("effort")
+    if effort in ("low", "medium", "high"):
+        return str(effort)
+    if effort == "max":
+        return "high"
+    thinking = body.get("thinking") or {}
+    if thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        _fail("thinking.budget_tokens", "Input should be a positive integer")
+    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
 
 
 def _user(metadata: Any) -> str | None:

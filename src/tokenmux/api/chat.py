@@ -45,16 +45,27 @@ class Native:
     # Where the body holds something only that kind can carry (a path, for the error); any
     # other kind refuses the request rather than send it without.
     untranslated: str | None = None
+    headers: dict[str, str] | None = None  # the client's headers of that API (anthropic-beta)
+    # Fields of the translation that only channels of one kind take, by kind (OpenAI's
+    # `reasoning_effort`, which the other kinds' adapters refuse).
+    per_kind: dict[str, dict[str, Any]] | None = None
 
-    def serves(self, request: ChatRequest, kind: str) -> bool:
-        """Whether a channel of KIND is to be sent the native body; a 400 when it cannot be
-        and the translation would leave something out."""
+    def prepare(self, request: ChatRequest, kind: str) -> bool:
+        """Readies the request for a channel of KIND: whether the native body goes (a 400 when
+        it cannot and the translation would leave something out), and the translation with
+        the fields of that kind only."""
         native = kind == self.kind and request.body.get("messages") is self.messages
         if not native and self.untranslated is not None:
             raise InvalidRequest(
                 f"'{self.untranslated}' can only go to a channel of kind '{self.kind}' (and "
                 f"without compression); this request's channel is of kind '{kind}'.",
                 param=self.untranslated)
+        for of, fields in (self.per_kind or {}).items():
+            if of == kind:
+                request.body.update(fields)
+            else:
+                for name in fields:
+                    request.body.pop(name, None)
         return native
 
 

@@ -83,8 +83,9 @@ class AnthropicAdapter:
 
     def build_request(self, call: Call) -> UpstreamRequest:
         native = call.request.native
-        if native is not None and native.serves(call.request, "anthropic"):
-            return UpstreamRequest(self.url, self.headers, orjson.dumps(_native(native.body, call)))
+        if native is not None and native.prepare(call.request, "anthropic"):
+            return UpstreamRequest(self.url, self._native_headers(native.headers),
+                                   orjson.dumps(_native(native.body, call)))
         body = call.request.body
         ignored = self.ignored.union(call.dropped) if call.dropped else self.ignored
         check_fields(body, call.route, self.handled, _UNSUPPORTED, ignored, API)
@@ -113,6 +114,16 @@ class AnthropicAdapter:
         if call.request.stream:
             out["stream"] = True
         return UpstreamRequest(self.url, self.headers, orjson.dumps(out))
+
+    def _native_headers(self, client: dict[str, str] | None) -> dict[str, str]:
+        """The channel's headers, and the betas the client asked for besides the channel's."""
+        beta = (client or {}).get("anthropic-beta")
+        if not beta:
+            return self.headers
+        own = next((v for k, v in self.headers.items() if k.lower() == "anthropic-beta"), "")
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "anthropic-beta"}
+        headers["anthropic-beta"] = f"{own},{beta}" if own else beta
+        return headers
 
     # ---------------------------------------------------------------- answers
 
@@ -157,7 +168,7 @@ class AnthropicAdapter:
         if memo is None:
             native = call.request.native
             memo = state.memo = _Stream(int(time.time()), native=native is not None
-                                        and native.serves(call.request, "anthropic"))
+                                        and native.prepare(call.request, "anthropic"))
         chunk = self._chunk(event, call, state, memo)
         if memo.native:
             # The door of this API relays the event itself; the chunk is the pipeline's.

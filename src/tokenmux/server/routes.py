@@ -86,10 +86,13 @@ async def messages(request: web.Request) -> web.StreamResponse:
     rid = request_id(request)
     inbound = _inbound(request)
     inbound.door = "messages"
+    gateway = request.app[GATEWAY]
     inbound.parse = functools.partial(parse_messages,
-                                      version=request.headers.get("anthropic-version"))
+                                      version=request.headers.get("anthropic-version"),
+                                      beta=request.headers.get("anthropic-beta"),
+                                      reasons=functools.partial(_reasons, gateway))
     sink = anthropic_edge.MessagesSse(request, rid)
-    answer = await pipeline.chat_completion(request.app[GATEWAY], inbound, sink)
+    answer = await pipeline.chat_completion(gateway, inbound, sink)
     if answer.body is None and answer.raw is None:
         assert sink.response is not None
         return sink.response
@@ -112,6 +115,13 @@ async def count_tokens(request: web.Request) -> web.Response:
     if tools := chat.get("tools"):
         total += tokens.count_text(orjson.dumps(tools).decode())
     return json_response({"input_tokens": total}, request_id(request))
+
+
+def _reasons(gateway: Gateway, model: str) -> bool:
+    try:
+        return "reasoning" in gateway.catalog.resolve(model).capabilities
+    except GatewayError:
+        return False  # an unknown model: the pipeline says so
 
 
 def _anthropic(handler: Handler) -> Handler:

@@ -126,7 +126,7 @@ class HttpProvider:
         return timeout
 
     async def complete(self, call: Call) -> Completion:
-        native = call.request.native is not None and call.request.native.serves(
+        native = call.request.native is not None and call.request.native.prepare(
             call.request, call.route.kind)
         request = self._adapter.build_request(call)
         route = call.route
@@ -163,7 +163,7 @@ class HttpProvider:
     @asynccontextmanager
     async def stream(self, call: Call) -> AsyncIterator[_Chunks]:
         if call.request.native is not None:
-            call.request.native.serves(call.request, call.route.kind)  # refuses what is lost
+            call.request.native.prepare(call.request, call.route.kind)  # refuses what is lost
         request = self._adapter.build_request(call)
         route = call.route
         timeout = self._stream_timeout(route.timeout)
