@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import orjson
 
 from tokenmux.api.anthropic_wire import IMAGE_MEDIA_TYPES, TOOL_CHOICE_NAMES
-from tokenmux.api.chat import ChatRequest, Native
+from tokenmux.api.chat import ChatRequest, Native, json_object
 from tokenmux.api.messages import check_messages
 from tokenmux.api.schema import MAX_DEPTH, MAX_OUTPUT_TOKENS, check_depth, check_fields, kind_of
 from tokenmux.errors import InvalidRequest
@@ -116,12 +116,7 @@ def parse_count(raw: bytes) -> ChatRequest:
 
 
 def _load(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    body = json_object(raw)
     check_depth(body, MAX_DEPTH)
     model = body.get("model")
     if not isinstance(model, str) or not model:

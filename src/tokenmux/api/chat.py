@@ -69,13 +69,19 @@ class Native:
         return native
 
 
-def parse_chat(raw: bytes) -> ChatRequest:
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body, which every door takes as one JSON object."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def parse_chat(raw: bytes) -> ChatRequest:
+    body = json_object(raw)
 
     model = body.get("model")
     if not isinstance(model, str) or not model:
