@@ -470,6 +470,27 @@ def test_what_only_anthropic_carries_goes_natively_or_is_refused(client, kinds):
         assert kinds.upstream_requests() == before
 
 
+def test_a_compressed_request_is_translated_for_anthropic(client, kinds):
+    """Compression rewrites the conversation, so the client's own body no longer says what to
+    send: the Anthropic channel gets the translation of the compressed one."""
+    words = " ".join(f"word{i}" for i in range(200))
+    turns: list[dict[str, Any]] = []
+    for i in range(4):
+        turns += [{"role": "user", "content": f"Turn {i}: {words}"},
+                  {"role": "assistant", "content": f"Answer {i}: {words}"}]
+    turns.append({"role": "user", "content": "And now?"})
+    raw = client.messages.with_raw_response.create(
+        model=ANTHROPIC, max_tokens=50, messages=turns,
+        extra_headers={"X-Context-Compression": "truncate", "X-Compression-Threshold": "300",
+                       "X-Compression-Keep-Turns": "1"})
+    assert raw.parse().content[0].text == anthropic_upstream.REPLY
+    sent = received(kinds, ANTHROPIC)["messages"]
+    assert len(sent) < len(turns) and sent[-1]["content"] == [
+        {"type": "text", "text": "And now?"}]
+    row = kinds.gateway.wait_row(raw.request_id)
+    assert row["tokens_after"] < row["tokens_before"]
+
+
 def test_count_tokens(client, kinds):
     before = kinds.upstream_requests()
     short = client.messages.count_tokens(model=OPENAI, messages=[
