@@ -13,7 +13,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY, Gateway, started_gateway
-from tests.every_kind import ANTHROPIC, GEMINI, OPENAI, EveryKind, every_kind
+from tests.every_kind import ANTHROPIC, ECHO, GEMINI, OPENAI, EveryKind, every_kind
 from tests.fakes import anthropic_upstream, gemini_upstream, openai_upstream
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -462,7 +462,7 @@ def test_what_only_anthropic_carries_goes_natively_or_is_refused(client, kinds):
     messages = [{"role": "user", "content": [document, {"type": "text", "text": "Color?"}]}]
     client.messages.create(model=ANTHROPIC, max_tokens=50, messages=messages)
     assert received(kinds, ANTHROPIC)["messages"][0]["content"][0] == document
-    for model in (OPENAI, GEMINI):
+    for model in (OPENAI, GEMINI, ECHO):
         before = kinds.upstream_requests()
         with pytest.raises(anthropic.BadRequestError) as caught:
             client.messages.create(model=model, max_tokens=50, messages=messages)

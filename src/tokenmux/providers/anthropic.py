@@ -83,7 +83,7 @@ class AnthropicAdapter:
 
     def build_request(self, call: Call) -> UpstreamRequest:
         native = call.request.native
-        if native is not None and native.prepare(call.request, "anthropic"):
+        if call.native and native is not None:
             return UpstreamRequest(self.url, self._native_headers(native.headers),
                                    orjson.dumps(_native(native.body, call)))
         body = call.request.body
@@ -166,9 +166,7 @@ class AnthropicAdapter:
             raise UpstreamFailed(f"The upstream {name!r} sent a malformed stream event.")
         memo = state.memo
         if memo is None:
-            native = call.request.native
-            memo = state.memo = _Stream(int(time.time()), native=native is not None
-                                        and native.prepare(call.request, "anthropic"))
+            memo = state.memo = _Stream(int(time.time()), native=call.native)
         chunk = self._chunk(event, call, state, memo)
         if memo.native:
             # The door of this API relays the event itself; the chunk is the pipeline's.

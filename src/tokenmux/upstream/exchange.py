@@ -126,8 +126,6 @@ class HttpProvider:
         return timeout
 
     async def complete(self, call: Call) -> Completion:
-        native = call.request.native is not None and call.request.native.prepare(
-            call.request, call.route.kind)
         request = self._adapter.build_request(call)
         route = call.route
         timeout = (self._timeout(route.timeout) if call.limit is None
@@ -150,7 +148,7 @@ class HttpProvider:
             raise self._adapter.read_error(
                 response.status, raw, route, response.headers.get("Retry-After"))
         body, usage = self._adapter.read_completion(raw, route)
-        if native:
+        if call.native:
             # The door of the provider's own API answers with the provider's answer as it came.
             body["native"] = orjson.loads(raw)
         if usage is None:
@@ -162,8 +160,6 @@ class HttpProvider:
 
     @asynccontextmanager
     async def stream(self, call: Call) -> AsyncIterator[_Chunks]:
-        if call.request.native is not None:
-            call.request.native.prepare(call.request, call.route.kind)  # refuses what is lost
         request = self._adapter.build_request(call)
         route = call.route
         timeout = self._stream_timeout(route.timeout)
