@@ -6,8 +6,9 @@ The body is kept as it came beside the translation (`ChatRequest.native`): a cha
 server tools survive. What only the Messages API can carry (documents, server tools, images in a
 tool result, containers, MCP servers) is left out of the translation and named in
 `native.untranslated`: a channel of another kind refuses the request rather than answer without
-it. Hints that only shape how the answer is drawn (`thinking`, `output_config.effort`,
-`service_tier`, `cache_control`) are not translated, and go to Anthropic channels only.
+it. `thinking` becomes OpenAI's `reasoning_effort` for the OpenAI-kind channels of a model the
+catalog says reasons (`native.per_kind`); the other hints that only shape how the answer is drawn
+(`service_tier`, `speed`, `cache_control`) go to Anthropic channels only.
 
 Error paths are the Messages API's own (`messages.2.content.0.source.data`).
 """
