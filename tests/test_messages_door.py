@@ -5,6 +5,8 @@ each validating what it receives with its provider's own SDK types."""
 from __future__ import annotations
 
 import base64
+import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -323,6 +325,24 @@ def test_bad_requests_are_refused_in_the_apis_shape(kinds, body, message):
     answer = post(kinds.gateway, body)
     assert answer.status_code == 400
     assert answer.json()["error"] == {"type": "invalid_request_error", "message": message}
+
+
+def test_an_upload_waiting_for_100_continue_is_refused_in_the_apis_shape(kinds):
+    body = b'{"model": "gpt-fake", "max_tokens": 10, "messages": []}'
+    with socket.create_connection(("127.0.0.1", kinds.gateway.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: gateway\r\n"
+                     b"x-api-key: tm-not-a-key\r\nContent-Type: application/json\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            answer += piece
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401")  # no 100 Continue: the body is never sent
+    assert json.loads(payload)["error"]["type"] == "authentication_error"
 
 
 def test_an_unknown_model_is_a_not_found_error(client):

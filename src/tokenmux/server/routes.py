@@ -143,7 +143,10 @@ async def _authenticate(request: web.Request) -> None:
                                            request.headers.get("x-api-key"))
 
 
-async def continue_once_known(request: web.Request) -> web.StreamResponse | None:
+async def continue_once_known(
+        request: web.Request,
+        render: Callable[[GatewayError, str], web.Response] = error_response,
+) -> web.StreamResponse | None:
     """`Expect: 100-continue`: a client that waits for the go before sending its body gets it
     only with a valid key and an acceptable body, so a refused upload is never sent at all."""
     REQUEST_ID.set(request_id(request))
@@ -155,7 +158,7 @@ async def continue_once_known(request: web.Request) -> web.StreamResponse | None
         await _authenticate(request)
         check_headers(request, request.app[GATEWAY].config.server)
     except GatewayError as error:
-        return _refused(error, request)
+        return _refused(error, request, render)
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the answer proper has not begun
     return None
@@ -285,9 +288,11 @@ def add_routes(app: web.Application) -> None:
     chat = _billed(chat_completions)
     for path in ("/v1/chat/completions", "/api/v1/chat/completions"):
         app.router.add_post(path, chat, expect_handler=continue_once_known)
+    expect = functools.partial(continue_once_known, render=anthropic_edge.error_response)
     for path in ("/v1/messages", "/api/v1/messages"):
-        app.router.add_post(path, _anthropic(_billed(messages)))
-        app.router.add_post(path + "/count_tokens", _anthropic(count_tokens))
+        app.router.add_post(path, _anthropic(_billed(messages)), expect_handler=expect)
+        app.router.add_post(path + "/count_tokens", _anthropic(count_tokens),
+                            expect_handler=expect)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
