@@ -33,6 +33,14 @@ class SseSink(Protocol):
 
     async def end(self, data: bytes) -> None: ...
 
+    # The bytes `send`, `fail` and `done` write, in the sink's own API: what a recording of the
+    # stream keeps (idempotency/flight.py). Each is called once per event, in order.
+    def encode(self, chunks: list[dict[str, Any]]) -> bytes: ...
+
+    def encode_failure(self, error: GatewayError) -> bytes: ...
+
+    def encode_done(self, tail: list[dict[str, Any]]) -> bytes: ...
+
 
 def events(chunks: list[Any]) -> bytes:
     """Chunks as the events of an OpenAI stream: `data: <json>` each, and nothing else."""

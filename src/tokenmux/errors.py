@@ -197,9 +197,11 @@ class UpstreamFailed(GatewayError):
     type = "upstream_error"
     code = "bad_gateway"
 
-    def __init__(self, message: str, *, retryable: bool = True):
+    def __init__(self, message: str, *, retryable: bool = True, overloaded: bool = False):
         super().__init__(message)
         self.retryable = retryable
+        # The upstream said it is overloaded (HTTP 503 or 529): the Messages door says 529.
+        self.overloaded = overloaded
 
     def headers(self) -> dict[str, str]:
         # A misconfigured channel will not heal by itself; say so, or the SDKs ask three times.

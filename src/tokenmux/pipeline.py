@@ -144,7 +144,10 @@ async def _once(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseSi
     except GatewayError as error:
         note(error.status, error.code, None, False)
         raise
-    keyed = Keyed(key, principal.key_id, inbound.body, inbound.started + budget / 1000)
+    # A key names one request of one door: an answer kept in one API's format is never
+    # replayed through another's.
+    scope = principal.key_id if inbound.door == "chat" else f"{principal.key_id}/{inbound.door}"
+    keyed = Keyed(key, scope, inbound.body, inbound.started + budget / 1000)
     return await gw.idempotency.serve(
         gw, keyed, sink, lambda tee, row_id: _answer(gw, inbound, principal, tee, row_id), note)
 

@@ -30,15 +30,58 @@ class ChatRequest:
     fallbacks: Fallbacks | None = None  # `fallback_*` fields, taken out of the body
     # The `compression` field as sent, taken out of the body (compression/settings.py reads it).
     compression: Any = None
+    # The request as its door's API sent it, when that API is a provider kind's own (the
+    # Messages API): a channel of that kind is sent it nearly as it came.
+    native: Native | None = None
 
 
-def parse_chat(raw: bytes) -> ChatRequest:
+@dataclass(slots=True)
+class Native:
+    kind: str  # the provider kind whose API the body is in
+    body: dict[str, Any]
+    # The translated conversation it stands for: once compression has replaced it, the native
+    # body no longer says what is to be sent, and the translation goes instead.
+    messages: list[Any]
+    # Where the body holds something only that kind can carry (a path, for the error); any
+    # other kind refuses the request rather than send it without.
+    untranslated: str | None = None
+    headers: dict[str, str] | None = None  # the client's headers of that API (anthropic-beta)
+    # Fields of the translation that only channels of one kind take, by kind (OpenAI's
+    # `reasoning_effort`, which the other kinds' adapters refuse).
+    per_kind: dict[str, dict[str, Any]] | None = None
+
+    def prepare(self, request: ChatRequest, kind: str) -> bool:
+        """Readies the request for a channel of KIND: whether the native body goes (a 400 when
+        it cannot and the translation would leave something out), and the translation with
+        the fields of that kind only."""
+        native = kind == self.kind and request.body.get("messages") is self.messages
+        if not native and self.untranslated is not None:
+            raise InvalidRequest(
+                f"'{self.untranslated}' can only go to a channel of kind '{self.kind}' (and "
+                f"without compression); this request's channel is of kind '{kind}'.",
+                param=self.untranslated)
+        for of, fields in (self.per_kind or {}).items():
+            if of == kind:
+                request.body.update(fields)
+            else:
+                for name in fields:
+                    request.body.pop(name, None)
+        return native
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body, which every door takes as one JSON object."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def parse_chat(raw: bytes) -> ChatRequest:
+    body = json_object(raw)
 
     model = body.get("model")
     if not isinstance(model, str) or not model:

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tokenmux.answer import DONE, SseSink, events
+from tokenmux.answer import SseSink
 from tokenmux.errors import GatewayError
 from tokenmux.idempotency.store import Kept
 
@@ -92,15 +92,25 @@ class Tee:
             self._gone = True
 
     async def send(self, chunks: list[dict[str, Any]]) -> None:
-        await self.write(events(chunks))
+        await self.write(self.encode(chunks))
 
     async def fail(self, error: GatewayError) -> None:
         self.failed = True
-        await self.end(events([error.body()]))
+        await self.end(self.encode_failure(error))
 
     async def done(self, tail: list[dict[str, Any]]) -> None:
         self.finished = True
-        await self.end(events(tail) + DONE)
+        await self.end(self.encode_done(tail))
+
+    # Recorded in the client's API, as the client's sink encodes it.
+    def encode(self, chunks: list[dict[str, Any]]) -> bytes:
+        return self._client.encode(chunks)
+
+    def encode_failure(self, error: GatewayError) -> bytes:
+        return self._client.encode_failure(error)
+
+    def encode_done(self, tail: list[dict[str, Any]]) -> bytes:
+        return self._client.encode_done(tail)
 
     async def write(self, data: bytes) -> None:
         await self._relay(data, self._client.write)

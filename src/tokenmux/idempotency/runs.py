@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from tokenmux.answer import Answer, SseSink, events
+from tokenmux.answer import Answer, SseSink
 from tokenmux.config.schema import Idempotency as Settings
 from tokenmux.errors import (
     GatewayError,
@@ -198,7 +198,7 @@ class Runs:
             while True:
                 if flight.too_large:
                     status, code = 409, IdempotencyInProgress.code
-                    await sink.end(events([_in_progress().body()]))
+                    await sink.end(sink.encode_failure(_in_progress()))
                     break
                 if sent < len(flight.events):
                     data = b"".join(flight.events[sent:])

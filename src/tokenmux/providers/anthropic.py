@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from tokenmux.api.anthropic_wire import FINISH_REASONS, IMAGE_MEDIA_TYPES, TOOL_CHOICES
 from tokenmux.config.schema import Provider
 from tokenmux.errors import (
     GatewayError,
@@ -50,17 +51,6 @@ API = "Anthropic"
 API_VERSION = ANTHROPIC_API_VERSION
 DEFAULT_MAX_TOKENS = 4096  # the API requires a cap; this one fits every current model
 
-# stop_reason → finish_reason
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-
 # Fields with no Messages API equivalent, and the value that asks for nothing: that value, or
 # null, passes; any other is refused.
 _UNSUPPORTED: dict[str, Any] = {
@@ -73,7 +63,6 @@ _HANDLED = frozenset({
     "model", "messages", "stream", "max_tokens", "max_completion_tokens", "stop", "tools",
     "tool_choice", "parallel_tool_calls", "response_format", "user", "n",
 })
-_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
 class AnthropicAdapter:
@@ -93,6 +82,10 @@ class AnthropicAdapter:
     # ---------------------------------------------------------------- request
 
     def build_request(self, call: Call) -> UpstreamRequest:
+        native = call.request.native
+        if call.native and native is not None:
+            return UpstreamRequest(self.url, self._native_headers(native.headers),
+                                   orjson.dumps(_native(native.body, call)))
         body = call.request.body
         ignored = self.ignored.union(call.dropped) if call.dropped else self.ignored
         check_fields(body, call.route, self.handled, _UNSUPPORTED, ignored, API)
@@ -121,6 +114,16 @@ class AnthropicAdapter:
         if call.request.stream:
             out["stream"] = True
         return UpstreamRequest(self.url, self.headers, orjson.dumps(out))
+
+    def _native_headers(self, client: dict[str, str] | None) -> dict[str, str]:
+        """The channel's headers, and the betas the client asked for besides the channel's."""
+        beta = (client or {}).get("anthropic-beta")
+        if not beta:
+            return self.headers
+        own = next((v for k, v in self.headers.items() if k.lower() == "anthropic-beta"), "")
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "anthropic-beta"}
+        headers["anthropic-beta"] = f"{own},{beta}" if own else beta
+        return headers
 
     # ---------------------------------------------------------------- answers
 
@@ -161,10 +164,19 @@ class AnthropicAdapter:
         event = load_answer(data, call.route, "sent a stream event that is not JSON")
         if not isinstance(event, dict):
             raise UpstreamFailed(f"The upstream {name!r} sent a malformed stream event.")
-        kind = event.get("type")
         memo = state.memo
         if memo is None:
-            memo = state.memo = _Stream(int(time.time()))
+            memo = state.memo = _Stream(int(time.time()), native=call.native)
+        chunk = self._chunk(event, call, state, memo)
+        if memo.native:
+            # The door of this API relays the event itself; the chunk is the pipeline's.
+            return {**(chunk or {"choices": []}), "native": event}
+        return chunk
+
+    def _chunk(self, event: dict[str, Any], call: Call, state: StreamState,
+               memo: _Stream) -> dict[str, Any] | None:
+        name = call.route.provider
+        kind = event.get("type")
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
             if delta.get("type") == "text_delta":
@@ -203,7 +215,8 @@ class AnthropicAdapter:
         if kind == "error":
             error = event.get("error") or {}
             raise UpstreamFailed(f"The upstream {name!r} failed mid-stream: "
-                                 f"{scrub(error.get('message'), self.secret) or error.get('type')}")
+                                 f"{scrub(error.get('message'), self.secret) or error.get('type')}",
+                                 overloaded=error.get("type") == "overloaded_error")
         return None  # ping, content_block_stop, and event types newer than this code
 
     def read_error(self, status: int, raw: bytes, route: Route,
@@ -222,6 +235,7 @@ class _Stream:
     """One stream's translation state."""
 
     created: int
+    native: bool = False  # the request went natively: each event goes on as it came
     id: str = ""
     usage: dict[str, Any] = field(default_factory=dict)
     tools: dict[Any, int] = field(default_factory=dict)  # content block index → tool call index
@@ -248,6 +262,17 @@ def read_usage(raw: Any) -> Usage | None:
     written = int(raw.get("cache_creation_input_tokens") or 0)
     return Usage(prompt_tokens=int(raw.get("input_tokens") or 0) + cached + written,
                  completion_tokens=int(raw.get("output_tokens") or 0), cached_tokens=cached)
+
+
+def _native(body: dict[str, Any], call: Call) -> dict[str, Any]:
+    """A Messages API request as its client sent it, for the channel's model; the sampling
+    hints the route's policy leaves out are left out here too."""
+    out = {name: value for name, value in body.items()
+           if name != "stream" and name not in call.dropped}
+    out["model"] = call.route.upstream_model
+    if call.request.stream:
+        out["stream"] = True
+    return out
 
 
 # ---------------------------------------------------------------- messages
@@ -327,7 +352,7 @@ def _image(image: dict[str, Any], where: str) -> dict[str, Any]:
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     if url.startswith("data:"):
-        media_type, data = data_url(url, where, _MEDIA_TYPES, API)
+        media_type, data = data_url(url, where, IMAGE_MEDIA_TYPES, API)
         return {"type": "image", "source": {"type": "base64", "media_type": media_type,
                                             "data": data}}
     raise InvalidRequest("An image URL must be http(s) or a base64 data URL.",
@@ -373,7 +398,7 @@ def _tool_choice(body: dict[str, Any]) -> dict[str, Any] | None:
     elif choice == "none":
         return {"type": "none"}
     else:
-        out = {"type": "any" if choice == "required" else "auto"}
+        out = {"type": TOOL_CHOICES.get(str(choice), "auto")}
     if parallel is False:
         out["disable_parallel_tool_use"] = True
     return out

@@ -51,6 +51,13 @@ class Call:
     limit: float | None = None
     # The sampling hints of the request this route's policy leaves out (routing/params.py).
     dropped: tuple[str, ...] = ()
+    # The route is sent the request in its door's own API, as the client sent it (the door's
+    # `Native`, which also refuses here what a route of another kind would be sent without).
+    native: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if self.request.native is not None:
+            self.native = self.request.native.prepare(self.request, self.route.kind)
 
 
 @dataclass(slots=True)

@@ -157,7 +157,8 @@ def upstream_error(status: int, route: Route, message: str | None, *,
     if status in (408, 504):
         return UpstreamTimeout(f"The upstream {name!r} timed out (HTTP {status}).")
     detail = f": {message}" if message else ""
-    return UpstreamFailed(f"The upstream {name!r} failed with HTTP {status}{detail}")
+    return UpstreamFailed(f"The upstream {name!r} failed with HTTP {status}{detail}",
+                          overloaded=status in (503, 529))
 
 
 def completion_id(provider_id: Any) -> str:

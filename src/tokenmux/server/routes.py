@@ -7,12 +7,16 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 
+import orjson
 from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
 
-from tokenmux import pipeline
+from tokenmux import pipeline, tokens
+from tokenmux.api.anthropic_answers import message_of
+from tokenmux.api.anthropic_messages import parse_count, parse_messages
 from tokenmux.api.openapi import document
 from tokenmux.compression import Headers
 from tokenmux.errors import (
@@ -29,6 +33,7 @@ from tokenmux.idempotency import key_of
 from tokenmux.ids import is_client_id, unique
 from tokenmux.limits import SharedLimiter
 from tokenmux.logs import REQUEST_ID
+from tokenmux.server import anthropic_edge
 from tokenmux.server.body import check_headers, read_body
 from tokenmux.server.responses import error_response, json_response
 from tokenmux.server.sse import SseWriter
@@ -48,19 +53,24 @@ def request_id(request: web.Request) -> str:
     return rid
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+def _inbound(request: web.Request) -> pipeline.Inbound:
     started = time.perf_counter()
-    rid = request_id(request)
     headers = request.headers
-    gateway = request.app[GATEWAY]
     # The body is read only when the pipeline asks, once the key is known.
-    inbound = pipeline.Inbound(b"", headers.get("Authorization"), headers.get("x-api-key"),
-                               headers.get("X-User"), headers.get("X-Timeout"),
-                               headers.get("X-Tier"), rid, started,
-                               functools.partial(read_body, request, gateway.config.server),
-                               headers.get("X-Strict-Params"), Headers.read(headers.get),
-                               key_of(headers.get("X-Request-Id"),
-                                      headers.get("Idempotency-Key")))
+    return pipeline.Inbound(b"", headers.get("Authorization"), headers.get("x-api-key"),
+                            headers.get("X-User"), headers.get("X-Timeout"),
+                            headers.get("X-Tier"), request_id(request), started,
+                            functools.partial(read_body, request,
+                                              request.app[GATEWAY].config.server),
+                            headers.get("X-Strict-Params"), Headers.read(headers.get),
+                            key_of(headers.get("X-Request-Id"),
+                                   headers.get("Idempotency-Key")))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    rid = request_id(request)
+    gateway = request.app[GATEWAY]
+    inbound = _inbound(request)
     sink = SseWriter(request, rid)
     answer = await pipeline.chat_completion(gateway, inbound, sink)
     if answer.raw is not None:
@@ -71,12 +81,72 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return json_response(answer.body, rid, headers=answer.headers)
 
 
+async def messages(request: web.Request) -> web.StreamResponse:
+    """The Messages API's door: the same pipeline, its request and answers translated."""
+    rid = request_id(request)
+    inbound = _inbound(request)
+    inbound.door = "messages"
+    gateway = request.app[GATEWAY]
+    inbound.parse = functools.partial(parse_messages,
+                                      version=request.headers.get("anthropic-version"),
+                                      beta=request.headers.get("anthropic-beta"),
+                                      reasons=functools.partial(_reasons, gateway))
+    sink = anthropic_edge.MessagesSse(request, rid)
+    answer = await pipeline.chat_completion(gateway, inbound, sink)
+    if answer.body is None and answer.raw is None:
+        assert sink.response is not None
+        return sink.response
+    # A keyed request's answer is kept as the pipeline made it, and rendered each time.
+    body = answer.body if answer.body is not None else orjson.loads(answer.raw or b"{}")
+    response = json_response(message_of(body), rid, headers=answer.headers)
+    response.headers["request-id"] = rid
+    return response
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """The Messages API's token count, by the gateway's own tokenizer: free, and not billed."""
+    gateway = request.app[GATEWAY]
+    await _authenticate(request)
+    counted = parse_count(await read_body(request, gateway.config.server))
+    gateway.catalog.resolve(counted.model)  # an unknown model is a 404, as a request's would be
+    chat = counted.body
+    total = await tokens.measured(tokens.messages_size(chat["messages"]),
+                                  lambda: tokens.count_messages(chat["messages"]))
+    if tools := chat.get("tools"):
+        total += tokens.count_text(orjson.dumps(tools).decode())
+    return json_response({"input_tokens": total}, request_id(request))
+
+
+def _reasons(gateway: Gateway, model: str) -> bool:
+    try:
+        return "reasoning" in gateway.catalog.resolve(model).capabilities
+    except GatewayError:
+        return False  # an unknown model: the pipeline says so
+
+
+def _anthropic(handler: Handler) -> Handler:
+    """A route of the Messages API: its failures leave in that API's error shape."""
+
+    async def anthropic(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GatewayError as error:
+            return _refused(error, request, anthropic_edge.error_response)
+        except web.HTTPException as exc:
+            return _refused(_from_http(exc, request), request, anthropic_edge.error_response)
+
+    return anthropic
+
+
 async def _authenticate(request: web.Request) -> None:
     await request.app[GATEWAY].keys.authenticate(request.headers.get("Authorization"),
                                            request.headers.get("x-api-key"))
 
 
-async def continue_once_known(request: web.Request) -> web.StreamResponse | None:
+async def continue_once_known(
+        request: web.Request,
+        render: Callable[[GatewayError, str], web.Response] = error_response,
+) -> web.StreamResponse | None:
     """`Expect: 100-continue`: a client that waits for the go before sending its body gets it
     only with a valid key and an acceptable body, so a refused upload is never sent at all."""
     REQUEST_ID.set(request_id(request))
@@ -88,7 +158,7 @@ async def continue_once_known(request: web.Request) -> web.StreamResponse | None
         await _authenticate(request)
         check_headers(request, request.app[GATEWAY].config.server)
     except GatewayError as error:
-        return _refused(error, request)
+        return _refused(error, request, render)
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the answer proper has not begun
     return None
@@ -165,12 +235,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _refused(failure, request)
 
 
-def _refused(error: GatewayError, request: web.Request) -> web.Response:
+def _refused(error: GatewayError, request: web.Request,
+             render: Callable[[GatewayError, str], web.Response] = error_response
+             ) -> web.Response:
     if error.status >= 500:
         # The gateway's or an upstream's failure, not the client's: the operator looks it up by
         # the request id the client was given.
         log.warning("answered %d %s: %s", error.status, error.code, error.message)
-    response = error_response(error, request_id(request))
+    response = render(error, request_id(request))
     if not request.content.is_eof():
         # Refused before its body was read, or while reading it: the rest of the body is
         # drained and dropped (for at most aiohttp's lingering time), then the connection
@@ -216,6 +288,11 @@ def add_routes(app: web.Application) -> None:
     chat = _billed(chat_completions)
     for path in ("/v1/chat/completions", "/api/v1/chat/completions"):
         app.router.add_post(path, chat, expect_handler=continue_once_known)
+    expect = functools.partial(continue_once_known, render=anthropic_edge.error_response)
+    for path in ("/v1/messages", "/api/v1/messages"):
+        app.router.add_post(path, _anthropic(_billed(messages)), expect_handler=expect)
+        app.router.add_post(path + "/count_tokens", _anthropic(count_tokens),
+                            expect_handler=expect)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)

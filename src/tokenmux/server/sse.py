@@ -32,17 +32,26 @@ class SseWriter:
 
     async def send(self, chunks: list[dict[str, Any]]) -> None:
         # Everything one upstream read brought leaves in one write: one syscall, not one a chunk.
-        await self.write(events(chunks))
+        await self.write(self.encode(chunks))
 
     # The last events leave with the end of the body, in the same write.
 
     async def fail(self, error: GatewayError) -> None:
-        # The openai SDK raises APIError on an event whose object has an `error` key.
         with contextlib.suppress(ConnectionError):  # a client already gone needs no notice
-            await self.end(events([error.body()]))
+            await self.end(self.encode_failure(error))
 
     async def done(self, tail: list[dict[str, Any]]) -> None:
-        await self.end(events(tail) + DONE)
+        await self.end(self.encode_done(tail))
+
+    def encode(self, chunks: list[dict[str, Any]]) -> bytes:
+        return events(chunks)
+
+    def encode_failure(self, error: GatewayError) -> bytes:
+        # The openai SDK raises APIError on an event whose object has an `error` key.
+        return events([error.body()])
+
+    def encode_done(self, tail: list[dict[str, Any]]) -> bytes:
+        return events(tail) + DONE
 
     async def write(self, data: bytes) -> None:
         assert self.response is not None

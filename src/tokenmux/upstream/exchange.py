@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import orjson
 
 from tokenmux.config.schema import Provider as ProviderConfig
 from tokenmux.errors import GatewayError, UpstreamFailed, UpstreamTimeout
@@ -147,6 +148,9 @@ class HttpProvider:
             raise self._adapter.read_error(
                 response.status, raw, route, response.headers.get("Retry-After"))
         body, usage = self._adapter.read_completion(raw, route)
+        if call.native:
+            # The door of the provider's own API answers with the provider's answer as it came.
+            body["native"] = orjson.loads(raw)
         if usage is None:
             text = "".join(message_text((c.get("message") or {}).get("content"))
                            for c in body["choices"] if isinstance(c, dict))
