@@ -9,6 +9,7 @@
     ├── Unauthenticated               401 invalid_request_error / invalid_api_key
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
     ├── RouteNotFound                 404 invalid_request_error / not_found
+    ├── ResponseNotFound              404 invalid_request_error / previous_response_not_found
     ├── MethodNotAllowed              405 invalid_request_error / method_not_allowed
     ├── MethodNotImplemented          501 invalid_request_error / method_not_implemented
     ├── ReadTimeout                   408 timeout / header_timeout | body_timeout
@@ -97,6 +98,14 @@ class RouteNotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class ResponseNotFound(GatewayError):
+    """A `previous_response_id` the gateway does not keep (the Responses door)."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "previous_response_not_found"
 
 
 class MethodNotAllowed(GatewayError):

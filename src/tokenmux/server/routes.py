@@ -8,12 +8,16 @@ import logging
 import os
 import time
 
+import orjson
 from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmux import pipeline
 from tokenmux.api.openapi import document
+from tokenmux.api.response_object import render
+from tokenmux.api.response_store import ResponseStore, store_for
+from tokenmux.api.responses import door_param
 from tokenmux.compression import Headers
 from tokenmux.errors import (
     ExpectationFailed,
@@ -30,12 +34,15 @@ from tokenmux.ids import is_client_id, unique
 from tokenmux.limits import SharedLimiter
 from tokenmux.logs import REQUEST_ID
 from tokenmux.server.body import check_headers, read_body
+from tokenmux.server.response_events import ResponseEvents
 from tokenmux.server.responses import error_response, json_response
+from tokenmux.server.responses_door import ResponsesDoor
 from tokenmux.server.sse import SseWriter
 
 log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
+RESPONSES = web.AppKey("responses", ResponseStore)  # kept for `previous_response_id`
 
 
 def request_id(request: web.Request) -> str:
@@ -48,19 +55,21 @@ def request_id(request: web.Request) -> str:
     return rid
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    started = time.perf_counter()
-    rid = request_id(request)
+def _inbound(request: web.Request) -> pipeline.Inbound:
     headers = request.headers
-    gateway = request.app[GATEWAY]
     # The body is read only when the pipeline asks, once the key is known.
-    inbound = pipeline.Inbound(b"", headers.get("Authorization"), headers.get("x-api-key"),
-                               headers.get("X-User"), headers.get("X-Timeout"),
-                               headers.get("X-Tier"), rid, started,
-                               functools.partial(read_body, request, gateway.config.server),
-                               headers.get("X-Strict-Params"), Headers.read(headers.get),
-                               key_of(headers.get("X-Request-Id"),
-                                      headers.get("Idempotency-Key")))
+    return pipeline.Inbound(b"", headers.get("Authorization"), headers.get("x-api-key"),
+                            headers.get("X-User"), headers.get("X-Timeout"),
+                            headers.get("X-Tier"), request_id(request), time.perf_counter(),
+                            functools.partial(read_body, request,
+                                              request.app[GATEWAY].config.server),
+                            headers.get("X-Strict-Params"), Headers.read(headers.get),
+                            key_of(headers.get("X-Request-Id"), headers.get("Idempotency-Key")))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    inbound = _inbound(request)
+    rid, gateway = inbound.request_id, request.app[GATEWAY]
     sink = SseWriter(request, rid)
     answer = await pipeline.chat_completion(gateway, inbound, sink)
     if answer.raw is not None:
@@ -69,6 +78,34 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         assert sink.response is not None
         return sink.response
     return json_response(answer.body, rid, headers=answer.headers)
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    """`POST /v1/responses`: the same pipeline, the body read by the Responses door and the
+    answer rendered as a response object or its stream of events."""
+    inbound = _inbound(request)
+    gateway = request.app[GATEWAY]
+    door = ResponsesDoor(gateway.keys, request.app[RESPONSES], inbound.authorization,
+                         inbound.api_key, inbound.read_body)
+    inbound.read_body, inbound.parse, inbound.door = door.read_body, door.parse, "responses"
+    sink = ResponseEvents(request, inbound.request_id, door)
+    try:
+        answer = await pipeline.chat_completion(gateway, inbound, sink)
+    except GatewayError as error:
+        # The chat rules name chat fields: the client sent this door's.
+        if (param := door_param(error.param)) != error.param:
+            assert error.param is not None and param is not None
+            error.message = error.message.replace(error.param, param)
+            error.param = param
+        raise
+    if answer.body is None and answer.raw is None:
+        assert sink.response is not None
+        return sink.response
+    assert door.request is not None
+    completion = answer.body if answer.body is not None else orjson.loads(answer.raw or b"")
+    response = render(door.request, inbound.request_id, completion)
+    await door.keep(response)
+    return json_response(response, inbound.request_id, headers=answer.headers)
 
 
 async def _authenticate(request: web.Request) -> None:
@@ -216,6 +253,10 @@ def add_routes(app: web.Application) -> None:
     chat = _billed(chat_completions)
     for path in ("/v1/chat/completions", "/api/v1/chat/completions"):
         app.router.add_post(path, chat, expect_handler=continue_once_known)
+    app[RESPONSES] = store_for(app[GATEWAY].redis)
+    responses = _billed(create_response)
+    for path in ("/v1/responses", "/api/v1/responses"):
+        app.router.add_post(path, responses, expect_handler=continue_once_known)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
