@@ -96,7 +96,6 @@ def finished(response: dict[str, Any], reason: str | None) -> dict[str, Any]:
     incomplete = INCOMPLETE.get(reason or "")
     response["status"] = "completed" if incomplete is None else "incomplete"
     response["incomplete_details"] = None if incomplete is None else {"reason": incomplete}
-    response["completed_at"] = time.time() if incomplete is None else None
     return response
 
 
