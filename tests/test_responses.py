@@ -9,6 +9,7 @@ import base64
 from collections.abc import Iterator
 
 import httpx2 as httpx
+import openai
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
@@ -282,3 +283,37 @@ def test_cached_and_reasoning_tokens_are_in_the_usage(kinds):
     assert final.usage.output_tokens_details.reasoning_tokens == 30
     anthropic = client.responses.create(model=ANTHROPIC, input="@cached")
     assert anthropic.usage.input_tokens_details.cached_tokens == 100
+
+
+@pytest.mark.parametrize("model", (ANTHROPIC, GEMINI))
+def test_a_failure_mid_stream_is_raised_by_the_sdk(kinds, model):
+    seen = []
+    client = kinds.gateway.client()
+    with (pytest.raises(openai.APIError) as caught,
+          client.responses.stream(model=model, input="@midstream") as stream):
+        seen.extend(event.type for event in stream)
+    assert caught.value.message
+    assert "response.output_text.delta" in seen and seen[-1] == "response.failed"
+    assert "response.completed" not in seen
+    raw = post(kinds, {"model": model, "input": "@midstream", "stream": True})
+    events = events_of(raw)
+    assert [e["type"] for e in events[-2:]] == ["response.failed", "error"]
+    assert events[-2]["response"]["status"] == "failed"
+    assert events[-2]["response"]["error"]["message"] == events[-1]["message"]
+    row = kinds.gateway.wait_row(raw.headers["x-request-id"])
+    assert row["door"] == "responses" and row["status"] >= 500
+
+
+@pytest.mark.parametrize(("model", "body", "param"), [
+    (ANTHROPIC, {"reasoning": {"effort": "high"}}, "reasoning.effort"),
+    (GEMINI, {"text": {"verbosity": "low"}}, "text.verbosity"),
+    (ANTHROPIC, {"input": [{"role": "user", "content": [
+        {"type": "input_file", "file_data": "data:application/zip;base64,UEsDBA==",
+         "filename": "a.zip"}]}]}, "input"),
+])
+def test_what_a_kind_cannot_carry_is_refused_in_this_doors_terms(kinds, model, body, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        kinds.gateway.client().responses.create(**{"model": model, "input": "hi", **body})
+    assert caught.value.param == param
+    for chat_name in ("reasoning_effort", "'verbosity'", "messages["):
+        assert chat_name not in caught.value.message

@@ -333,7 +333,8 @@ def _text(text: Any, chat: dict[str, Any]) -> None:
 
 # What a chat field is called on this door, for the errors the chat rules raise.
 PARAMS = {"max_completion_tokens": "max_output_tokens", "response_format": "text.format",
-          "messages": "input", "reasoning_effort": "reasoning.effort"}
+          "messages": "input", "reasoning_effort": "reasoning.effort",
+          "verbosity": "text.verbosity"}
 
 
 def door_param(param: str | None) -> str | None:
@@ -341,5 +342,9 @@ def door_param(param: str | None) -> str | None:
         return None
     head, dot, rest = param.partition(".")
     base = head.partition("[")[0]
+    if base == "messages":
+        # Instructions, a kept conversation and merged calls shift the messages: no index
+        # of theirs is an index of `input`.
+        return "input"
     renamed = PARAMS.get(base)
     return param if renamed is None else renamed + head[len(base):] + dot + rest

@@ -247,8 +247,12 @@ class ResponseEvents:
         error = body.get("error") or {}
         out = b""
         if self._response is not None:
-            failed = {**self._response, "status": "failed", "error": {
-                "code": error.get("code") or "server_error", "message": error.get("message")}}
+            # The response's error takes OpenAI's codes only; the `error` event has the
+            # gateway's own.
+            code = "rate_limit_exceeded" if error.get("code") == "rate_limit_exceeded" else (
+                "server_error")
+            failed = {**self._response, "status": "failed",
+                      "error": {"code": code, "message": error.get("message")}}
             out = self._event("response.failed", response=failed)
         # The `error` object makes the openai SDK raise, as it does on the chat door.
         return out + self._event("error", code=error.get("code"), message=error.get("message"),
