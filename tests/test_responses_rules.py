@@ -125,6 +125,11 @@ def test_a_response_made_with_store_false_is_not_kept(gateway):
 def test_a_response_is_continued_only_by_the_key_that_made_it(gateway):
     mine, theirs = new_key(gateway, "resp-mine"), new_key(gateway, "resp-theirs")
     made = gateway.client(mine).responses.create(model="fake-model", input="hi")
+    assert gateway.client(mine).responses.retrieve(made.id) == made
+    for key, unknown in ((theirs, made.id), (mine, "resp_none")):
+        with pytest.raises(openai.NotFoundError) as caught:
+            gateway.client(key).responses.retrieve(unknown)
+        assert caught.value.code == "not_found" and caught.value.param == "response_id"
     with pytest.raises(openai.NotFoundError):
         gateway.client(theirs).responses.create(model="fake-model", input="more",
                                                 previous_response_id=made.id)

@@ -101,7 +101,8 @@ class RouteNotFound(GatewayError):
 
 
 class ResponseNotFound(GatewayError):
-    """A `previous_response_id` the gateway does not keep (the Responses door)."""
+    """A response the gateway does not keep (the Responses door): continued by
+    `previous_response_id`, or asked for by id."""
 
     status = 404
     type = "invalid_request_error"

@@ -52,6 +52,7 @@ class ResponseEvents:
         self._reason: str | None = None
         self._usage: dict[str, Any] | None = None
         self._buffer = b""
+        self._ended = False  # the last event (completed, incomplete or failed) is out
 
     @property
     def response(self) -> web.StreamResponse | None:
@@ -74,16 +75,16 @@ class ResponseEvents:
         chunks, end = self._decode(data)
         out = self._translate(chunks)
         if end is not None:  # a keyed stream's copy ends with its last write
-            out += await self._ended(end)
+            out += await self._last(end)
         await self._out.write(out)
 
     async def end(self, data: bytes) -> None:
         chunks, end = self._decode(data)
         out = self._translate(chunks)
-        if end is None:
+        if end is None and not self._ended:
             end = {"error": {"message": "The stream ended before its answer did.",
                              "type": "api_error", "param": None, "code": "stream_truncated"}}
-        await self._out.end(out + await self._ended(end))
+        await self._out.end(out if end is None else out + await self._last(end))
 
     def _decode(self, data: bytes) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """Chat stream bytes as their chunks, and how the stream ended if it did ({} for its
@@ -104,7 +105,8 @@ class ResponseEvents:
                     chunks.append(chunk)
         return chunks, end
 
-    async def _ended(self, end: dict[str, Any]) -> bytes:
+    async def _last(self, end: dict[str, Any]) -> bytes:
+        self._ended = True
         return self._failed(end) if end else await self._finish()
 
     def _event(self, kind: str, **fields: Any) -> bytes:

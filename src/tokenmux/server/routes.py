@@ -26,6 +26,7 @@ from tokenmux.errors import (
     LedgerUnavailable,
     MethodNotAllowed,
     PayloadTooLarge,
+    ResponseNotFound,
     RouteNotFound,
 )
 from tokenmux.gateway import Gateway
@@ -106,6 +107,19 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     response = render(door.request, inbound.request_id, completion)
     await door.keep(response)
     return json_response(response, inbound.request_id, headers=answer.headers)
+
+
+async def retrieve_response(request: web.Request) -> web.Response:
+    """`GET /v1/responses/{id}`: a kept response, to the key that made it."""
+    gateway = request.app[GATEWAY]
+    principal = await gateway.keys.authenticate(request.headers.get("Authorization"),
+                                                request.headers.get("x-api-key"))
+    found = request.match_info["response_id"]
+    record = await request.app[RESPONSES].get(principal.key_id, found)
+    if record is None:
+        raise ResponseNotFound(f"No response with id '{found}' is kept for this key.",
+                               param="response_id", code="not_found")
+    return json_response(orjson.loads(record)["response"], request_id(request))
 
 
 async def _authenticate(request: web.Request) -> None:
@@ -257,6 +271,7 @@ def add_routes(app: web.Application) -> None:
     responses = _billed(create_response)
     for path in ("/v1/responses", "/api/v1/responses"):
         app.router.add_post(path, responses, expect_handler=continue_once_known)
+        app.router.add_get(path + "/{response_id}", retrieve_response)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
