@@ -4,21 +4,19 @@ shared by instances through Redis."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2 as httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, Gateway, config_for
-from tests.fakes.openai_upstream import REPLY, FakeOpenAI
+from tests import test_idempotency_redis
+from tests.conftest import ADMIN_KEY, Gateway
+from tests.fakes.openai_upstream import REPLY
 from tests.test_ratelimit_headers import new_key
 
-REDIS_URL = os.environ.get("TOKENMUX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+pair = test_idempotency_redis.pair  # two gateways sharing one Redis
 
 
 def post(gateway: Gateway, body: object, key: str = ADMIN_KEY, **headers: str) -> httpx.Response:
@@ -182,21 +180,6 @@ def test_an_idempotent_retry_is_the_same_response(gateway, upstream, stream):
         continued = gateway.client().responses.create(
             model="fake-model", input="more", previous_response_id=first.json()["id"])
         assert continued.status == "completed"
-
-
-@pytest.fixture
-def pair(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[tuple[Gateway, Gateway]]:
-    shared = f"redis: {REDIS_URL}\nredis_prefix: 'test-{uuid.uuid4().hex}:'\n"
-    gateways = []
-    try:
-        for name in ("a", "b"):
-            directory = tmp_path / name
-            directory.mkdir()
-            gateways.append(Gateway(directory, config_for(directory, upstream, shared)).start())
-        yield gateways[0], gateways[1]
-    finally:
-        for running in gateways:
-            running.stop()
 
 
 def test_instances_sharing_redis_continue_each_others_responses(pair, upstream):

@@ -32,14 +32,19 @@ class ChatRequest:
     compression: Any = None
 
 
-def parse_chat(raw: bytes) -> ChatRequest:
+def load_body(raw: bytes) -> dict[str, Any]:
+    """A request body as the JSON object every door takes."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    return body
 
+
+def parse_chat(raw: bytes) -> ChatRequest:
+    body = load_body(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from tokenmux.api.chat import ChatRequest, parse_chat
+from tokenmux.api.chat import ChatRequest, load_body, parse_chat
 from tokenmux.api.schema import MAX_DEPTH, check_depth, fail, kind_of, shown
 from tokenmux.errors import InvalidRequest
 
@@ -77,12 +77,7 @@ class ResponsesRequest:
 
 
 def read_request(raw: bytes) -> ResponsesRequest:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    body = load_body(raw)
     for name in body:
         if name in _REFUSED and body[name] not in (None, False):
             raise InvalidRequest(f"'{name}' is not supported: the gateway has no "
