@@ -73,6 +73,12 @@ def test_hosted_tools_are_refused_naming_the_param(gateway, upstream, body, para
      "text.format.name"),
     ({"model": "fake-model", "input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
     ({"input": "hi"}, "model"),
+    ({"model": "fake-model", "input": "hi", "metadata": {"n": 1}}, "metadata"),
+    ({"model": "fake-model", "input": "hi", "truncation": "middle"}, "truncation"),
+    ({"model": "fake-model", "input": "hi", "tool_choice": "sometimes"}, "tool_choice"),
+    ({"model": "fake-model", "input": [{"type": "function_call", "call_id": "c",
+                                         "name": "f", "arguments": {"a": 1}}]},
+     "input[0].arguments"),
 ])
 def test_bad_requests_are_400_in_openais_shape(gateway, body, param):
     message = refused(post(gateway, body), 400, param)

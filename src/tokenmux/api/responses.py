@@ -92,6 +92,13 @@ def read_request(raw: bytes) -> ResponsesRequest:
     for name in ("stream", "store"):
         if body.get(name) is not None and not isinstance(body[name], bool):
             fail(name, f"must be a boolean; got {shown(body[name])}.")
+    # Echoed in the answer, so held to the answer's types.
+    metadata = body.get("metadata")
+    if metadata is not None and (not isinstance(metadata, dict) or not all(
+            isinstance(v, str) for v in metadata.values())):
+        fail("metadata", "must be an object of strings.")
+    if body.get("truncation") not in (None, "auto", "disabled"):
+        fail("truncation", f"must be 'auto' or 'disabled'; got {shown(body['truncation'])}.")
     return ResponsesRequest(body)
 
 
