@@ -10,6 +10,7 @@
     ├── Forbidden                     403 invalid_request_error / insufficient_permissions
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
     ├── RouteNotFound                 404 invalid_request_error / not_found
+    ├── ResponseNotFound              404 invalid_request_error / previous_response_not_found
     ├── MethodNotAllowed              405 invalid_request_error / method_not_allowed
     ├── MethodNotImplemented          501 invalid_request_error / method_not_implemented
     ├── ReadTimeout                   408 timeout / header_timeout | body_timeout
@@ -106,6 +107,15 @@ class RouteNotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class ResponseNotFound(GatewayError):
+    """A response the gateway does not keep (the Responses door): continued by
+    `previous_response_id`, or asked for by id."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "previous_response_not_found"
 
 
 class MethodNotAllowed(GatewayError):

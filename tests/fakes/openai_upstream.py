@@ -25,8 +25,10 @@ It answers like OpenAI unless the last user message starts with a command:
                       wait until the test calls `release(NAME)` before the rest
     @hold NAME        wait until the test calls `release(NAME)` (a control route), then answer
     @usage P C K      report P prompt tokens (K of them read from the cache) and C completion
+    @maxtokens        answer a few words and stop for `length`
 
-After a tool result (the last message has role `tool`) it answers FINAL_ANSWER. An upstream
+After a tool result (the last message has role `tool`) it answers FINAL_ANSWER; asked for JSON
+of a schema (`response_format` json_schema) it answers JSON_ANSWER. An upstream
 model whose name starts with `summariser` is a fake compression model: it answers
 `SUMMARY <digest>`, the digest a hash of the text it was asked to summarise, so a test can tell
 one summary from another and recognise it where the gateway puts it.
@@ -68,6 +70,7 @@ from tests.fakes.server import LoopbackServer, Received
 
 REPLY = "Hello from the fake upstream, here to help"
 FINAL_ANSWER = "It is sunny in Paris"
+JSON_ANSWER = '{"answer": 42}'
 _STRICT = ConfigDict(extra="forbid")
 # Wrapped in a tuple so that the strict config reaches every nested TypedDict.
 _REQUEST = TypeAdapter(tuple[CompletionCreateParamsNonStreaming], config=_STRICT)
@@ -127,6 +130,8 @@ class FakeOpenAI(LoopbackServer):
         command, _, arg = text.partition(" ") if text.startswith("@") else ("", "", "")
         if (body.get("messages") or [{}])[-1].get("role") == "tool":
             command, arg = "@tool-results", ""
+        if not command and (body.get("response_format") or {}).get("type") == "json_schema":
+            command = "@json"
         if not command and str(body.get("model", "")).startswith("summariser"):
             command, arg = "@summary", summary_of(body)
         if command in ("@stall", "@hold"):
@@ -207,7 +212,7 @@ class FakeOpenAI(LoopbackServer):
             await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
 
         words = _reply_words(command, arg)
-        reason = "stop"
+        reason = "length" if command == "@maxtokens" else "stop"
         try:
             if command != "@nonewline" or arg.partition(" ")[2]:
                 await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
@@ -273,7 +278,8 @@ def summary_of(body: dict[str, Any]) -> str:
 
 
 def _reply_words(command: str = "", arg: str = "") -> list[str]:
-    text = {"@tool-results": FINAL_ANSWER, "@summary": arg}.get(command, REPLY)
+    text = {"@tool-results": FINAL_ANSWER, "@summary": arg, "@json": JSON_ANSWER,
+            "@maxtokens": "Cut off"}.get(command, REPLY)
     words = text.split(" ")
     return [words[0], *(" " + w for w in words[1:])]
 
@@ -330,7 +336,7 @@ def _completion(body: dict[str, Any], command: str, arg: str) -> dict[str, Any]:
     words = _reply_words(command, arg)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(words),
                                "refusal": None, "annotations": []}
-    reason = "stop"
+    reason = "length" if command == "@maxtokens" else "stop"
     if command == "@call":
         message.update(content=None, tool_calls=[_tool_call(arg)])
         reason = "tool_calls"

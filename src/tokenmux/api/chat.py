@@ -82,7 +82,6 @@ def json_object(raw: bytes) -> dict[str, Any]:
 
 def parse_chat(raw: bytes) -> ChatRequest:
     body = json_object(raw)
-
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")

@@ -18,6 +18,9 @@ from tokenmux import pipeline, tokens
 from tokenmux.api.anthropic_answers import message_of
 from tokenmux.api.anthropic_messages import parse_count, parse_messages
 from tokenmux.api.openapi import document
+from tokenmux.api.response_object import render
+from tokenmux.api.response_store import ResponseStore, store_for
+from tokenmux.api.responses import door_param
 from tokenmux.compression import Headers
 from tokenmux.errors import (
     ExpectationFailed,
@@ -26,6 +29,7 @@ from tokenmux.errors import (
     LedgerUnavailable,
     MethodNotAllowed,
     PayloadTooLarge,
+    ResponseNotFound,
     RouteNotFound,
 )
 from tokenmux.gateway import Gateway
@@ -35,12 +39,15 @@ from tokenmux.limits import SharedLimiter
 from tokenmux.logs import REQUEST_ID
 from tokenmux.server import anthropic_edge
 from tokenmux.server.body import check_headers, read_body
+from tokenmux.server.response_events import ResponseEvents
 from tokenmux.server.responses import error_response, json_response
+from tokenmux.server.responses_door import ResponsesDoor
 from tokenmux.server.sse import SseWriter
 
 log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
+RESPONSES = web.AppKey("responses", ResponseStore)  # kept for `previous_response_id`
 
 
 def request_id(request: web.Request) -> str:
@@ -136,6 +143,47 @@ def _anthropic(handler: Handler) -> Handler:
             return _refused(_from_http(exc, request), request, anthropic_edge.error_response)
 
     return anthropic
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    """`POST /v1/responses`: the same pipeline, the body read by the Responses door and the
+    answer rendered as a response object or its stream of events."""
+    inbound = _inbound(request)
+    gateway = request.app[GATEWAY]
+    door = ResponsesDoor(gateway.keys, request.app[RESPONSES], inbound.authorization,
+                         inbound.api_key, inbound.read_body)
+    inbound.read_body, inbound.parse, inbound.door = door.read_body, door.parse, "responses"
+    sink = ResponseEvents(request, inbound.request_id, door)
+    try:
+        answer = await pipeline.chat_completion(gateway, inbound, sink)
+    except GatewayError as error:
+        # The chat rules name chat fields: the client sent this door's.
+        if (param := door_param(error.param)) != error.param:
+            assert error.param is not None and param is not None
+            error.message = error.message.replace(error.param, param)
+            error.param = param
+        raise
+    if answer.body is None and answer.raw is None:
+        assert sink.response is not None
+        return sink.response
+    assert door.request is not None
+    completion = answer.body if answer.body is not None else orjson.loads(answer.raw or b"")
+    response = render(door.request, inbound.request_id, completion)
+    await door.keep(response)
+    return json_response(response, inbound.request_id, headers=answer.headers)
+
+
+async def retrieve_response(request: web.Request) -> web.Response:
+    """`GET /v1/responses/{id}`: a kept response, to the key that made it."""
+    gateway = request.app[GATEWAY]
+    principal = await gateway.keys.authenticate(request.headers.get("Authorization"),
+                                                request.headers.get("x-api-key"))
+    found = request.match_info["response_id"]
+    record = await request.app[RESPONSES].get(principal.key_id, found)
+    if record is None:
+        raise ResponseNotFound(f"No response with id '{found}' is kept for this key.",
+                               param="response_id", code="not_found")
+    return json_response(orjson.loads(record)["response"], request_id(request))
 
 
 async def _authenticate(request: web.Request) -> None:
@@ -293,6 +341,11 @@ def add_routes(app: web.Application) -> None:
         app.router.add_post(path, _anthropic(_billed(messages)), expect_handler=expect)
         app.router.add_post(path + "/count_tokens", _anthropic(count_tokens),
                             expect_handler=expect)
+    app[RESPONSES] = store_for(app[GATEWAY].redis)
+    responses = _billed(create_response)
+    for path in ("/v1/responses", "/api/v1/responses"):
+        app.router.add_post(path, responses, expect_handler=continue_once_known)
+        app.router.add_get(path + "/{response_id}", retrieve_response)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
