@@ -7,6 +7,7 @@
     │   ├── ExpectationFailed         417 invalid_request_error / expectation_failed
     │   └── HeadersTooLarge           431 invalid_request_error / request_header_too_large
     ├── Unauthenticated               401 invalid_request_error / invalid_api_key
+    ├── AdminOnly                     403 invalid_request_error / admin_key_required
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
     ├── RouteNotFound                 404 invalid_request_error / not_found
     ├── MethodNotAllowed              405 invalid_request_error / method_not_allowed
@@ -85,6 +86,12 @@ class Unauthenticated(GatewayError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+
+
+class AdminOnly(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "admin_key_required"
 
 
 class ModelNotFound(GatewayError):

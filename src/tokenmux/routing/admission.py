@@ -20,6 +20,10 @@ class Gate:
     def free(self) -> bool:
         return self.busy < self.limit and not self._waiting
 
+    def queued(self) -> int:
+        """How many wait for a slot now (read at a metrics scrape, not on the request path)."""
+        return sum(1 for *_, waiter in self._waiting if not waiter.done())
+
     def try_enter(self) -> bool:
         if self.free():
             self.busy += 1
