@@ -31,9 +31,10 @@ def scrape(gateway: Gateway, key: str | None = ADMIN_KEY) -> httpx.Response:
     return httpx.get(gateway.base_url + "/metrics", headers=headers, timeout=10)
 
 
-def samples(gateway: Gateway) -> dict[str, list[tuple[dict[str, str], float]]]:
+def samples(gateway: Gateway, key: str | None = ADMIN_KEY
+            ) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Every sample of the scrape, by sample name (`tokenmux_requests_total`, …)."""
-    response = scrape(gateway)
+    response = scrape(gateway, key)
     assert response.status_code == 200, response.text
     found: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
     for family in text_string_to_metric_families(response.text):
@@ -160,11 +161,11 @@ def test_only_an_admin_key_may_scrape_by_default(metered: Gateway) -> None:
     assert allowed.headers["X-Request-Id"]
 
 
-def test_open_metrics_need_no_key_and_show_breakers_and_queues(
+def test_open_metrics_need_no_key_and_show_breakers_queues_and_hedges(
         tmp_path: Path, upstream: FakeOpenAI) -> None:
     gateway = started_gateway(tmp_path, f"""\
         metrics: {{access: open}}
-        routing: {{breaker: {{failures: 1, cooldown_ms: 600000}}}}
+        routing: {{breaker: {{failures: 1, cooldown_ms: 600000}}, hedge_default_ms: 300}}
         providers:
           fake: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-x}}
           dead: {{kind: openai, base_url: "http://127.0.0.1:9/v1", api_key: sk-dead}}
@@ -173,15 +174,20 @@ def test_open_metrics_need_no_key_and_show_breakers_and_queues(
             channels: [{{provider: fake, model: narrow-upstream, max_concurrency: 1}}]
           - name: dead-model
             channels: [{{provider: dead, model: nothing}}]
+          - name: hedged
+            channels:
+              - {{provider: fake, model: metrics-tortoise, priority: 0}}
+              - {{provider: fake, model: metrics-hare, priority: 1}}
         """)
+    upstream.standing["metrics-tortoise"] = "@stall 30"
     try:
-        found = samples_without_key(gateway)
+        found = samples(gateway, None)
         assert total(found, "tokenmux_channel_breaker_state", channel="dead/nothing",
                      provider="dead") == 0
         client = gateway.client()
         with pytest.raises(openai.InternalServerError):
             client.chat.completions.create(model="dead-model", messages=HI)  # type: ignore[arg-type]
-        assert total(samples_without_key(gateway), "tokenmux_channel_breaker_state",
+        assert total(samples(gateway, None), "tokenmux_channel_breaker_state",
                      channel="dead/nothing") == 2  # open
         # One request holds the channel's only slot, the next waits for it.
         answers: list[int] = []
@@ -194,31 +200,32 @@ def test_open_metrics_need_no_key_and_show_breakers_and_queues(
         threads = [threading.Thread(target=ask, args=(f"queued-{n}",)) for n in range(2)]
         for thread in threads:
             thread.start()
-        assert wait_until(lambda: total(samples_without_key(gateway),
+        assert wait_until(lambda: total(samples(gateway, None),
                                         "tokenmux_channel_queue_depth",
                                         channel="fake/narrow-upstream") == 1, timeout=20)
-        found = samples_without_key(gateway)
+        found = samples(gateway, None)
         assert total(found, "tokenmux_channel_in_flight", channel="fake/narrow-upstream") == 1
         upstream.release("metrics-queue")
         for thread in threads:
             thread.join(30)
         assert answers == [200, 200]
-        found = samples_without_key(gateway)
+        found = samples(gateway, None)
         assert total(found, "tokenmux_channel_queue_depth", channel="fake/narrow-upstream") == 0
         assert total(found, "tokenmux_channel_in_flight", channel="fake/narrow-upstream") == 0
+        # A ludicrous request whose first channel is slow: the second starts beside it.
+        hedged = gateway.post({"model": "hedged", "messages": HI},
+                              headers={"X-Tier": "ludicrous"})
+        assert hedged.headers["X-TokenMux-Channel"] == "fake/metrics-hare"
+        assert wait_until(lambda: total(samples(gateway, None), "tokenmux_hedges_total",
+                                        model="hedged") == 1)
+        found = samples(gateway, None)
+        assert total(found, "tokenmux_upstream_attempts_total", model="hedged") == 2
+        assert total(found, "tokenmux_retries_total", model="hedged") == 0
+        assert total(found, "tokenmux_requests_total", model="hedged", tier="ludicrous") == 1
     finally:
+        upstream.standing.pop("metrics-tortoise", None)
         upstream.hold("metrics-queue")
         gateway.stop()
-
-
-def samples_without_key(gateway: Gateway) -> dict[str, list[tuple[dict[str, str], float]]]:
-    response = scrape(gateway, key=None)
-    assert response.status_code == 200, response.text
-    found: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            found[sample.name].append((sample.labels, sample.value))
-    return found
 
 
 def test_metrics_off_leave_no_route(tmp_path: Path, upstream: FakeOpenAI) -> None:
