@@ -134,28 +134,46 @@ class Metrics:
     # Rows, in the ledger writer's thread.
 
     def observe(self, records: list[dict[str, Any]]) -> None:
+        """Counts a batch: the counters once per label set and batch, the histograms per row."""
         series = self._series
+        batch: dict[tuple[Any, ...], list[Any]] = {}
         for record in records:
             door = COMPRESSION if record.get("kind") == COMPRESSION else record["door"]
             key = (record["model"], record["provider"], record["status"],
                    record["error_code"], record["tier"], door)
-            one = series.get(key)
-            if one is None:
-                one = series[key] = self._new_series(key)
-            one.requests.inc()
+            sums = batch.get(key)
+            if sums is None:
+                one = series.get(key)
+                if one is None:
+                    one = series[key] = self._new_series(key)
+                sums = batch[key] = [one, 0, 0, 0, 0, 0, 0.0, 0, 0, 0]
+            one = sums[0]
             one.duration.observe(record["latency_ms"] / 1000)
             if (ttft := record["ttft_ms"]) is not None:
                 one.ttft.observe(ttft / 1000)
-            for column, child in one.tokens:
-                if count := record[column]:
-                    child.inc(count)
+            sums[1] += 1
+            sums[2] += record["prompt_tokens"]
+            sums[3] += record["completion_tokens"]
+            sums[4] += record["cached_tokens"]
+            sums[5] += record["reasoning_tokens"]
             if cost := record.get("cost_usd"):
-                one.cost.inc(float(cost))
+                sums[6] += float(cost)
             if attempts := record["attempts"]:
-                hedges = record.get("_hedges", 0)
+                sums[7] += attempts
+                sums[8] += 1  # a request that went upstream at all: its first attempt
+                sums[9] += record.get("_hedges", 0)
+        for one, requests, *tokens, cost, attempts, attempted, hedges in batch.values():
+            one.requests.inc(requests)
+            for (_, child), count in zip(one.tokens, tokens, strict=True):
+                if count:
+                    child.inc(count)
+            if cost:
+                one.cost.inc(cost)
+            if attempts:
                 one.attempts.inc(attempts)
-                if attempts > 1 + hedges:
-                    one.retries.inc(attempts - 1 - hedges)
+                # Every attempt past a request's first is a retry, unless it was a hedge.
+                if retries := attempts - attempted - hedges:
+                    one.retries.inc(retries)
                 if hedges:
                     one.hedges.inc(hedges)
 
