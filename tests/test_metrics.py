@@ -249,15 +249,18 @@ def pids(gateway: Gateway) -> set[int]:
 
 def test_one_scrape_sums_every_worker_and_a_dead_ones_counts_stay(
         tmp_path: Path, upstream: FakeOpenAI) -> None:
-    temp = Path(tempfile.gettempdir())
-    earlier = set(temp.glob("tokenmux-metrics-*"))
     gateway = Gateway(tmp_path, config_for(tmp_path, upstream)).start(args=["--workers", "2"])
     try:
         assert wait_until(lambda: len(pids(gateway)) == 2, timeout=60)
-        made = set(temp.glob("tokenmux-metrics-*")) - earlier
-        assert len(made) == 1  # the supervisor's, where the workers keep their values
-        assert any(made.pop().glob("gauge_*.db"))  # the states each worker writes
-        made = set(temp.glob("tokenmux-metrics-*")) - earlier
+        # The directory the supervisor gave its workers, read from a worker's own environment.
+        environ = Path(f"/proc/{min(pids(gateway))}/environ").read_bytes().split(b"\0")
+        given = [entry.split(b"=", 1)[1].decode() for entry in environ
+                 if entry.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+        assert len(given) == 1
+        made = Path(given[0])
+        assert made.parent == Path(tempfile.gettempdir())
+        assert made.name.startswith("tokenmux-metrics-")
+        assert wait_until(lambda: any(made.glob("gauge_*.db")))  # the states each worker writes
         for n in range(30):
             assert gateway.post({"model": "fake-model", "messages": PRICED},
                                 headers={**FRESH, "X-Request-Id": f"w-{n}"}).status_code == 200
@@ -282,4 +285,4 @@ def test_one_scrape_sums_every_worker_and_a_dead_ones_counts_stay(
                    for _ in range(6))
     finally:
         gateway.stop()
-    assert not any(path.exists() for path in made)  # the supervisor took its directory away
+    assert not made.exists()  # the supervisor took its directory away
