@@ -101,6 +101,12 @@ class UsageRow:
         return record
 
 
+def door_of(record: dict[str, Any]) -> str:
+    """The door a record counts under in the metrics and traces: a summariser's call is
+    `compression`; rows older than the door column came in through chat."""
+    return COMPRESSION if record.get("kind") == COMPRESSION else record.get("door", "chat")
+
+
 def pricing(route: Route) -> dict[str, Any]:
     price = route.price
     return {

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tokenmux.errors import GatewayError
-from tokenmux.ledger.row import COMPRESSION, INTERRUPTED
+from tokenmux.ledger.row import INTERRUPTED, door_of
 from tokenmux.routing import Catalog
 from tokenmux.routing.admission import Gate
 from tokenmux.routing.health import ChannelHealth
@@ -138,7 +138,7 @@ class Metrics:
         series = self._series
         batch: dict[tuple[Any, ...], list[Any]] = {}
         for record in records:
-            door = COMPRESSION if record.get("kind") == COMPRESSION else record["door"]
+            door = door_of(record)
             key = (record["model"], record["provider"], record["status"],
                    record["error_code"], record["tier"], door)
             sums = batch.get(key)

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tokenmux.config.schema import Config
-from tokenmux.ledger.row import COMPRESSION
+from tokenmux.ledger.row import door_of
 from tokenmux.routing.catalog import ECHO_PROVIDER
 
 # The GenAI conventions' names for the providers tokenmux speaks to (gen_ai.provider.name).
@@ -45,7 +45,7 @@ class Traces:
         for record in records:
             end = record["created_at"]
             start = end - timedelta(milliseconds=record["latency_ms"])
-            operation = "embeddings" if record["door"] == "embeddings" else "chat"
+            operation = "embeddings" if record.get("door") == "embeddings" else "chat"
             requested = record["requested_model"]
             span = self._tracer.start_span(
                 f"{operation} {requested}" if requested else operation, kind=SpanKind.SERVER,
@@ -61,7 +61,7 @@ class Traces:
             "gen_ai.operation.name": operation,
             "http.response.status_code": record["status"],
             "tokenmux.request_id": record["request_id"],
-            "tokenmux.door": COMPRESSION if record.get("kind") == COMPRESSION else record["door"],
+            "tokenmux.door": door_of(record),
             "tokenmux.tier": record["tier"],
             "tokenmux.attempts": record["attempts"],
             "tokenmux.stream": record["stream"],
