@@ -20,6 +20,7 @@
     ├── ConcurrencyLimited            429 requests / concurrency_limit_exceeded (+ Retry-After)
     ├── ServerBusy                    503 server_error / server_busy (+ Retry-After)
     ├── RateLimited                   429 requests|tokens / rate_limit_exceeded (+ Retry-After)
+    ├── ChannelsAtQuota               429 rate_limit_error / upstream_quota_exceeded (+ Retry-After)
     ├── UpstreamRejected              the upstream's own 4xx, passed on (the client's mistake)
     ├── DeadlineExceeded              408 timeout / request_timeout (+ X-Timeout-* headers)
     ├── UpstreamFailed                502 upstream_error / bad_gateway

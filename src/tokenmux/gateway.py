@@ -33,6 +33,7 @@ from tokenmux.providers.fanout import FanOut
 from tokenmux.routing import Catalog
 from tokenmux.routing.catalog import ECHO_PROVIDER
 from tokenmux.state import RedisPool
+from tokenmux.telemetry import Telemetry
 from tokenmux.upstream import HttpProvider, new_session
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Gateway:
     workers: int = 1  # processes serving the same port on this machine
     instance: str = ""  # this process, as its ledger rows name it: host:port/worker index
     _grace: asyncio.Task[None] | None = None
+    telemetry: Telemetry | None = None  # `GET /metrics` and the traces (telemetry/)
 
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "the gateway has not been started"
@@ -87,6 +89,9 @@ class Gateway:
         self._session = new_session()
         self._key_watch = asyncio.create_task(self.keys.watch(), name="key-watch")
         self._tasks.append(self._key_watch)
+        metrics = None if self.telemetry is None else self.telemetry.metrics
+        if metrics is not None and metrics.multiprocess:
+            self._tasks.append(asyncio.create_task(metrics.keep_sampling(), name="metrics"))
         # What start built (config, catalog, price tables, tokenizer) lives as long as the
         # process: frozen, it is no longer rescanned by every full garbage collection, which
         # otherwise costs the request path a pause proportional to all of it.
@@ -115,6 +120,8 @@ class Gateway:
         if self.redis is not None:
             await self.redis.stop()
         await self.ledger.close()
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.close)
         self.engine.dispose()
 
     def begin_stop(self, grace: float) -> None:
@@ -146,7 +153,7 @@ class Gateway:
         return True
 
 
-def _ledger(config: Config, engine: Engine, instance: str) -> LedgerWriter:
+def _ledger(config: Config, engine: Engine, instance: str, telemetry: Telemetry) -> LedgerWriter:
     settings = config.ledger
     wal_dir = settings.wal_dir or (
         config.database + ".ledger" if "://" not in config.database else "tokenmux-ledger")
@@ -154,7 +161,7 @@ def _ledger(config: Config, engine: Engine, instance: str) -> LedgerWriter:
         engine, wal_dir, batch_size=settings.batch_size,
         flush_interval=settings.flush_interval_ms / 1000, max_pending=settings.max_pending,
         fsync=settings.fsync, retry_max=settings.retry_max_ms / 1000,
-        legacy_spool=settings.spool, instance=instance,
+        legacy_spool=settings.spool, instance=instance, meter=telemetry.meter(),
     )
 
 
@@ -175,15 +182,17 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
     static: dict[str, Principal] = {}
     if config.admin_key:
         static[hash_key(config.admin_key)] = Principal("admin", "admin", is_admin=True)
+    catalog = Catalog(config)
+    telemetry = Telemetry(config, catalog)
     gateway = Gateway(
         config=config,
-        catalog=Catalog(config),
+        catalog=catalog,
         keys=KeyCache(engine, static=static, poll_interval=KEY_POLL_SECONDS),
         limiter=MemoryLimiter(share=workers) if redis is None else SharedLimiter(redis),
         budgets=MemoryBudgets(engine, share=workers) if redis is None else SharedBudgets(
             redis, engine),
         providers={},
-        ledger=_ledger(config, engine, instance),
+        ledger=_ledger(config, engine, instance, telemetry),
         engine=engine,
         idempotency=idempotency,
         redis=redis,
@@ -192,7 +201,10 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
         workers=workers,
         instance=instance,
         summaries=summaries,
+        telemetry=telemetry,
     )
+    if telemetry.metrics is not None:
+        telemetry.metrics.watch(gateway.ledger)
     providers: dict[str, Provider] = {ECHO_PROVIDER: EchoProvider()}
     for name, provider in config.providers.items():
         http = HttpProvider(gateway.session, adapter_for(provider), provider)

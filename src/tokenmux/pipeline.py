@@ -551,4 +551,5 @@ def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
         tokens_before=None if outcome.compressed is None else outcome.compressed.original,
         tokens_after=None if outcome.compressed is None else outcome.compressed.final,
         door=inbound.door,
+        hedges=outcome.attempts.hedges,
     )

@@ -15,6 +15,15 @@ def env() -> Mapping[str, str]:
     return os.environ
 
 
+# Where the workers of `serve --workers N` keep their metrics; prometheus_client reads it too, at
+# import, and the supervisor sets it for its workers (telemetry/metrics.py).
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_dir() -> str | None:
+    return os.environ.get(METRICS_DIR_ENV) or None
+
+
 @dataclass(frozen=True)
 class Settings:
     config_path: str | None

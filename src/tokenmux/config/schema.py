@@ -216,6 +216,24 @@ class Idempotency(Strict):
                                   description="a stream above this is not kept")
 
 
+class Metrics(Strict):
+    """`GET /metrics` (README, "Metrics and traces")."""
+
+    # `admin`: a scrape needs an admin key (a bearer token); `open`: anyone who reaches the port
+    # may scrape (every label is from a closed set: no key name, no client text); `off`: no route
+    # and nothing recorded. (YAML reads a bare `off` as false: that is `off` too.)
+    access: Annotated[Literal["admin", "open", "off"],
+                      BeforeValidator(lambda value: "off" if value is False else value)] = "admin"
+
+
+class Otel(Strict):
+    """OpenTelemetry traces over OTLP/HTTP; absent: none, and nothing of OpenTelemetry loaded."""
+
+    endpoint: str = Field(description="the collector's traces URL, e.g. http://host:4318/v1/traces")
+    service_name: str = "tokenmux"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 class Config(Strict):
     database: str = "./tokenmux.db"
     # Shared state (idempotency records today) lives there when set; also TOKENMUX_REDIS_URL.
@@ -232,6 +250,8 @@ class Config(Strict):
     ledger: Ledger = Field(default_factory=Ledger)
     routing: Routing = Field(default_factory=Routing)
     compression: Compression = Field(default_factory=Compression)
+    metrics: Metrics = Field(default_factory=Metrics)
+    otel: Otel | None = None
     # `builtin`: start from the shipped catalog's models for the providers configured here
     # (config/builtin.py merges it in before validation; it stays set here for the record).
     catalog: Literal["builtin"] | None = None

@@ -56,12 +56,13 @@ class UsageRow:
     tokens_after: int | None = None  # and as it went upstream
     replay_of: str | None = None  # the billed row whose answer this repeat was given
     door: str = "chat"  # the API the request came in through (pipeline.Inbound.door)
+    hedges: int = 0  # of the attempts, those started beside a slow one (not a column)
     # Priced already (a key with a budget is charged this very amount); None: the writer prices
     cost_usd: Decimal | None = None
 
     def as_record(self) -> dict[str, Any]:
         route = self.route
-        return {
+        record = {
             "id": self.id,
             "created_at": self.created_at,
             "request_id": self.request_id,
@@ -95,6 +96,15 @@ class UsageRow:
             "_pricing": None if route is None else pricing(route),
         } | ({"cost_usd": 0} if self.replay_of is not None else
              {"cost_usd": self.cost_usd} if self.cost_usd is not None else {})
+        if self.hedges:
+            record["_hedges"] = self.hedges
+        return record
+
+
+def door_of(record: dict[str, Any]) -> str:
+    """The door a record counts under in the metrics and traces: a summariser's call is
+    `compression`; rows older than the door column came in through chat."""
+    return COMPRESSION if record.get("kind") == COMPRESSION else record.get("door", "chat")
 
 
 def pricing(route: Route) -> dict[str, Any]:

@@ -13,6 +13,7 @@ the writer to retry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, Insert, String, and_, insert, or_
@@ -36,12 +37,29 @@ def is_data_error(exc: SQLAlchemyError) -> bool:
         isinstance(exc, StatementError) and not isinstance(exc, DBAPIError))
 
 
+# Sees each row once, priced, in the writer's thread (the metrics and traces, telemetry/).
+Meter = Callable[[list[dict[str, Any]]], None]
+METERED = "_metered"  # a record's mark once the meter has seen it
+
+
 class Store:
-    def __init__(self, engine: Engine, dead: DeadLetters):
+    def __init__(self, engine: Engine, dead: DeadLetters, meter: Meter | None = None):
         self._engine = engine
         self._dead = dead
         self._pricer = Pricer()
         self._statement = _statement(engine.dialect.name)
+        self.meter = meter
+
+    def observe(self, records: list[dict[str, Any]]) -> None:
+        """Hands the meter the rows of RECORDS it has not seen, priced (the write then keeps
+        that price). Before the write, so that the metrics move during a database outage too."""
+        assert self.meter is not None
+        fresh = [record for record in _winners(records) if METERED not in record]
+        for record in fresh:
+            self._price(record)
+            record[METERED] = True
+        if fresh:
+            self.meter(fresh)
 
     def write(self, records: list[dict[str, Any]]) -> int:
         """Commits RECORDS; raises SQLAlchemyError when the database is out. Returns how many
@@ -75,12 +93,15 @@ class Store:
         with self._engine.begin() as conn:
             conn.execute(self._statement, rows)
 
-    def _prepare(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _price(self, record: dict[str, Any]) -> None:
         if "cost_usd" not in record:
             try:
                 record["cost_usd"] = self._pricer.cost(record)
             except Exception:  # a price table's fault must never cost us the row
                 record["cost_usd"] = None
+
+    def _prepare(self, record: dict[str, Any]) -> dict[str, Any]:
+        self._price(record)
         row = {name: record.get(name) for name in _COLUMNS}
         for name, limit in _LIMITS.items():
             value = row[name]

@@ -98,6 +98,9 @@ class WriteAheadLog:
         with contextlib.suppress(OSError):  # a full disk: the next append tries again
             self._new_segment()
 
+    def open_path(self) -> Path:
+        return self._path()
+
     def committed(self, segment: Segment) -> None:
         """The segment's rows are in the database: it goes."""
         segment.path.unlink(missing_ok=True)

@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 
 from tokenmux.ledger.lines import DeadLetters, decode, encode, read_lines
 from tokenmux.ledger.row import UsageRow
-from tokenmux.ledger.store import Store
+from tokenmux.ledger.store import Meter, Store
 from tokenmux.ledger.wal import Segment, WriteAheadLog
 
 log = logging.getLogger("tokenmux.ledger")
@@ -51,11 +51,13 @@ class _Drained:
 class LedgerWriter:
     def __init__(self, engine: Engine, wal_dir: str, *, batch_size: int, flush_interval: float,
                  max_pending: int, fsync: bool = False, retry_max: float = 5.0,
-                 legacy_spool: str | None = None, instance: str | None = None):
+                 legacy_spool: str | None = None, instance: str | None = None,
+                 meter: Meter | None = None):
         root = Path(wal_dir)
         self._instance = instance  # stamped on each row: which process served it
         self._dead = DeadLetters(root / "dead-letter.jsonl")
-        self._store = Store(engine, self._dead)
+        self._store = Store(engine, self._dead, meter)
+        self._metered: set[Path] = set()  # segments read from disk that the meter has seen
         self._live: dict[str, bytes] = {}  # row id → the latest checkpoint of a live stream
         self._wal = WriteAheadLog(root, fsync=fsync, carry=lambda: list(self._live.values()))
         self._legacy = Path(legacy_spool) if legacy_spool else None
@@ -121,6 +123,17 @@ class LedgerWriter:
         if self.database_error:
             return "spooling"
         return "degraded" if self.disk_error else "ok"
+
+    def backlog(self) -> tuple[int, int]:
+        """Rows recorded and not yet committed that this process holds (in memory or in
+        segments it keeps), and the bytes of write-ahead files waiting on disk."""
+        rows = self.rows_in_memory + self._wal.rows + sum(
+            len(segment.records) for segment in self._wal.closed if segment.records is not None)
+        size = 0
+        for path in [*(segment.path for segment in self._wal.closed), self._wal.open_path()]:
+            with contextlib.suppress(OSError):
+                size += path.stat().st_size
+        return rows, size
 
     def health(self) -> dict[str, Any]:
         try:
@@ -198,6 +211,8 @@ class LedgerWriter:
     def _drain(self, memory: list[dict[str, Any]]) -> _Drained:
         """In a worker thread: commits the closed segments oldest first, then rows in memory."""
         drained = _Drained()
+        if self._store.meter is not None:
+            self._meter(memory)
         while self._wal.closed:
             segment = self._wal.closed[0]
             try:
@@ -216,6 +231,7 @@ class LedgerWriter:
                 return drained
             drained.torn += torn
             self._wal.committed(segment)
+            self._metered.discard(segment.path)
         if memory:
             try:
                 drained.rows += self._store.write(memory)
@@ -224,6 +240,22 @@ class LedgerWriter:
                 return drained
             memory.clear()
         return drained
+
+    def _meter(self, memory: list[dict[str, Any]]) -> None:
+        """Every row waiting, seen once by the meter (records mark themselves; the paths of
+        segments read from disk are kept), whether or not the database takes it now."""
+        for segment in list(self._wal.closed):
+            if segment.records is not None:
+                self._store.observe(_billable(segment.records, segment))
+            elif segment.path not in self._metered:
+                try:
+                    records, _ = read_lines(segment.path)
+                except OSError:
+                    continue  # the drain reports it
+                self._store.observe(_billable(records, segment))
+                self._metered.add(segment.path)
+        if memory:
+            self._store.observe(memory)
 
     def _settle(self, drained: _Drained) -> None:
         """Back on the loop: state changes, logged once each; unwritten rows go to disk."""

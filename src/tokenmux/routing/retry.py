@@ -71,6 +71,7 @@ class Attempts:
     count: int = 0
     route: Route | None = None
     queue_seconds: float = 0.0
+    hedges: int = 0  # second channels started because the first was slow
     gate: Gate | None = None  # the winner's concurrency slot, held until the answer is out
     quota: Reservation | None = None  # the winner's hold on its channel's upstream quota
     # Each failed attempt that moved on: its model, and why (see `left_because`).
@@ -186,6 +187,7 @@ class _Turns(Generic[T]):
         try:
             done, _ = await asyncio.wait(tasks, timeout=delay)
             if not done:
+                self.attempts.hedges += 1
                 tasks.append(asyncio.create_task(self.leg(second)))
             pending: set[asyncio.Task[tuple[T, Route, Reservation | None]]] = set(tasks)
             error: BaseException | None = None

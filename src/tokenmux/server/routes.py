@@ -24,6 +24,7 @@ from tokenmux.api.responses import door_param
 from tokenmux.compression import Headers
 from tokenmux.errors import (
     ExpectationFailed,
+    Forbidden,
     GatewayError,
     InvalidRequest,
     LedgerUnavailable,
@@ -43,6 +44,7 @@ from tokenmux.server.response_events import ResponseEvents
 from tokenmux.server.responses import error_response, json_response
 from tokenmux.server.responses_door import ResponsesDoor
 from tokenmux.server.sse import SseWriter
+from tokenmux.telemetry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +260,24 @@ async def live(request: web.Request) -> web.Response:
     return json_response({"status": "ok"}, request_id(request))
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus's scrape; with `metrics.access: admin`, for an admin key only."""
+    gateway = request.app[GATEWAY]
+    assert gateway.telemetry is not None and gateway.telemetry.metrics is not None
+    if gateway.config.metrics.access == "admin":
+        principal = await gateway.keys.authenticate(request.headers.get("Authorization"),
+                                                    request.headers.get("x-api-key"))
+        if not principal.is_admin:
+            raise Forbidden("The metrics are for an admin key (metrics.access: admin).")
+    meter = gateway.telemetry.metrics
+    meter.sample()  # the states, read on the loop that changes them
+    # Reading every worker's files is disk work: off the loop.
+    body = await asyncio.to_thread(meter.render) if meter.multiprocess else meter.render()
+    response = web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+    response.headers["X-Request-Id"] = request_id(request)
+    return response
+
+
 async def openapi(request: web.Request) -> web.Response:
     response = web.Response(body=document(), content_type="application/json")
     response.headers["X-Request-Id"] = request_id(request)
@@ -354,3 +374,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", live)
     app.router.add_get("/openapi.json", openapi)
+    telemetry = app[GATEWAY].telemetry
+    if telemetry is not None and telemetry.metrics is not None:
+        app.router.add_get("/metrics", metrics)

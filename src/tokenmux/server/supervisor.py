@@ -5,6 +5,10 @@ spreads new connections over them and no request passes through the supervisor. 
 only starts workers, starts again one that dies, and on SIGTERM or SIGINT asks each to stop the
 way a single gateway stops (finish what is in flight, flush the ledger), then waits for them.
 
+The workers' metrics meet in one fresh directory the supervisor makes (PROMETHEUS_MULTIPROC_DIR,
+see telemetry/metrics.py): a scrape of any worker sums them all. A dead worker's live states are
+taken out of it, its counts stay; the directory goes when the supervisor ends.
+
 Workers run in a session of their own, so a terminal's Ctrl-C reaches the supervisor alone and
 each worker is asked once; and on Linux a worker is sent SIGTERM if the supervisor itself dies,
 so no worker outlives it to serve on unwatched.
@@ -13,13 +17,20 @@ so no worker outlives it to serve on unwatched.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+
+from prometheus_client.multiprocess import mark_process_dead
+
+from tokenmux.settings import METRICS_DIR_ENV
 
 log = logging.getLogger("tokenmux.supervisor")
 
@@ -57,6 +68,7 @@ class Supervisor:
     grace_s: float
     slots: list[_Slot] = field(init=False)
     stopping: bool = False
+    metrics_dir: str = ""
 
     def __post_init__(self) -> None:
         self.slots = [_Slot(index) for index in range(self.workers)]
@@ -64,19 +76,24 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
-        for slot in self.slots:
-            self._start(slot)
-        while not self.stopping:
-            now = time.monotonic()
+        self.metrics_dir = tempfile.mkdtemp(prefix="tokenmux-metrics-")
+        try:
             for slot in self.slots:
-                self._watch(slot, now)
-            time.sleep(POLL_S)
-        return self._drain()
+                self._start(slot)
+            while not self.stopping:
+                now = time.monotonic()
+                for slot in self.slots:
+                    self._watch(slot, now)
+                time.sleep(POLL_S)
+            return self._drain()
+        finally:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _start(self, slot: _Slot) -> None:
         slot.process = subprocess.Popen(
             [*self.command, "--workers", str(self.workers), "--worker-index", str(slot.index)],
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=_die_with_parent,
+            env={**os.environ, METRICS_DIR_ENV: self.metrics_dir})
         slot.started = time.monotonic()
 
     def _watch(self, slot: _Slot, now: float) -> None:
@@ -86,6 +103,7 @@ class Supervisor:
             if code is None:
                 return
             slot.process = None
+            mark_process_dead(process.pid, self.metrics_dir)
             quick = now - slot.started < QUICK_DEATH_S
             slot.quick_deaths = slot.quick_deaths + 1 if quick else 0
             delay = min(MAX_RESTART_DELAY_S, 0.5 * 2 ** slot.quick_deaths) if quick else 0.0
