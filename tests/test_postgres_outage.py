@@ -89,7 +89,8 @@ def test_postgresql_cut_mid_load_spools_rows_and_replays_each_once(
             proxy.cut()
             # The database is gone: the gateway says so and keeps its rows on disk meanwhile.
             assert wait_until(lambda: health()["ledger"] == "spooling", timeout=60)
-            assert health()["database"].startswith("unreachable")
+            assert wait_until(lambda: health()["database"].startswith("unreachable"),
+                              timeout=30), health()
             load.wait_for(40)
             proxy.mend()
             assert wait_until(lambda: health()["ledger"] == "ok", timeout=60)

@@ -29,10 +29,10 @@ class CuttableProxy:
 
     def cut(self) -> None:
         """Stops listening (new connections are refused) and resets every open one."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.close()
         with self._lock:
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                listener.close()
             for sock in self._open:
                 with contextlib.suppress(OSError):
                     # A reset, as when a server's host goes away: no orderly goodbye.
@@ -58,6 +58,10 @@ class CuttableProxy:
                 continue
             server.settimeout(None)
             with self._lock:
+                if self._listener is not listener:  # cut while this one was being made
+                    client.close()
+                    server.close()
+                    continue
                 self._open.update((client, server))
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
