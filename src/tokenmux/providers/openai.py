@@ -14,7 +14,7 @@ import orjson
 
 from tokenmux.config.schema import Provider
 from tokenmux.errors import GatewayError, UpstreamFailed
-from tokenmux.providers.base import Call, StreamState, UpstreamRequest, Usage
+from tokenmux.providers.base import Call, EmbedCall, StreamState, UpstreamRequest, Usage
 from tokenmux.providers.translate import load_answer, scrub, upstream_error
 from tokenmux.routing.catalog import Route
 
@@ -22,6 +22,7 @@ from tokenmux.routing.catalog import Route
 class OpenAIAdapter:
     def __init__(self, provider: Provider):
         self.url = provider.base_url.rstrip("/") + "/chat/completions"
+        self.embeddings_url = provider.base_url.rstrip("/") + "/embeddings"
         self.secret = provider.api_key
         headers = {"Content-Type": "application/json", **provider.headers}
         if provider.api_key:
@@ -45,6 +46,20 @@ class OpenAIAdapter:
         if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
             raise UpstreamFailed(
                 f"The upstream {route.provider!r} answered without a 'choices' array.")
+        body["model"] = route.model
+        return body, read_usage(body.get("usage"))
+
+    def build_embed_request(self, call: EmbedCall) -> UpstreamRequest:
+        body = call.request.body  # goes as it came, the upstream's model name in ours' place
+        body["model"] = call.route.upstream_model
+        return UpstreamRequest(self.embeddings_url, self.headers, orjson.dumps(body))
+
+    def read_embeddings(self, raw: bytes, call: EmbedCall) -> tuple[dict[str, Any], Usage | None]:
+        route = call.route
+        body = load_answer(raw, route)
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise UpstreamFailed(
+                f"The upstream {route.provider!r} answered without a 'data' array.")
         body["model"] = route.model
         return body, read_usage(body.get("usage"))
 

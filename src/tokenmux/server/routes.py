@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Handler
@@ -36,6 +37,8 @@ from tokenmux.server.sse import SseWriter
 log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
+# A pipeline entry: the request's headers and body in, its answer out.
+Door = Callable[[Gateway, pipeline.Inbound, SseWriter], Awaitable[pipeline.Answer]]
 
 
 def request_id(request: web.Request) -> str:
@@ -49,6 +52,14 @@ def request_id(request: web.Request) -> str:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _served(request, pipeline.chat_completion, "chat")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _served(request, pipeline.embeddings, "embeddings")
+
+
+async def _served(request: web.Request, door: Door, name: str) -> web.StreamResponse:
     started = time.perf_counter()
     rid = request_id(request)
     headers = request.headers
@@ -60,9 +71,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                functools.partial(read_body, request, gateway.config.server),
                                headers.get("X-Strict-Params"), Headers.read(headers.get),
                                key_of(headers.get("X-Request-Id"),
-                                      headers.get("Idempotency-Key")))
+                                      headers.get("Idempotency-Key")), door=name)
     sink = SseWriter(request, rid)
-    answer = await pipeline.chat_completion(gateway, inbound, sink)
+    answer = await door(gateway, inbound, sink)
     if answer.raw is not None:
         return json_response(answer.raw, rid, headers=answer.headers)
     if answer.body is None:
@@ -216,6 +227,8 @@ def add_routes(app: web.Application) -> None:
     chat = _billed(chat_completions)
     for path in ("/v1/chat/completions", "/api/v1/chat/completions"):
         app.router.add_post(path, chat, expect_handler=continue_once_known)
+    for path in ("/v1/embeddings", "/api/v1/embeddings"):
+        app.router.add_post(path, _billed(embeddings), expect_handler=continue_once_known)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
