@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import TracebackType
 from typing import Any
 
 from tokenmux import compression, tokens
@@ -171,7 +172,7 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
                   row_id: str | None = None) -> Answer:
     outcome = _Outcome() if row_id is None else _Outcome(row_id=row_id)
     billing = _Billing(gw, inbound, principal, outcome)
-    try:
+    with billing:  # its end records the row, however the request ends
         billing.slot = gw.concurrency.acquire(principal)
         if not inbound.body:  # a keyed request's was read already
             inbound.body = await inbound.read_body()
@@ -236,14 +237,6 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
             headers["X-TokenMux-Dropped-Params"] = ",".join(outcome.dropped)
         await _relay(opened, served, sink, outcome, billing, billing.headers(headers))
         return Answer(None, {})
-    except GatewayError as error:
-        _failed(error, billing)
-        raise
-    except asyncio.CancelledError:
-        _cancelled(gw, outcome)
-        raise
-    finally:
-        billing.finish()
 
 
 async def _embed(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseSink,
@@ -253,7 +246,7 @@ async def _embed(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseS
     no more than it writes: the limits reserve the input's tokens alone, and settle them."""
     outcome = _Outcome() if row_id is None else _Outcome(row_id=row_id)
     billing = _Billing(gw, inbound, principal, outcome)
-    try:
+    with billing:  # its end records the row, however the request ends
         billing.slot = gw.concurrency.acquire(principal)
         if not inbound.body:
             inbound.body = await inbound.read_body()
@@ -277,35 +270,8 @@ async def _embed(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseS
         outcome.usage = embedded.usage
         billing.charge()
         return Answer(embedded.body, billing.headers(_served_by(outcome.attempts)))
-    except GatewayError as error:
-        _failed(error, billing)
-        raise
-    except asyncio.CancelledError:
-        _cancelled(gw, outcome)
-        raise
-    finally:
-        billing.finish()
 
 
-def _failed(error: GatewayError, billing: _Billing) -> None:
-    """A request that failed: its row says how, and the error carries the headers the
-    answer would have (rate-limit state, budget, fallbacks)."""
-    billing.outcome.status, billing.outcome.error_code = error.status, error.code
-    billing.charge()
-    extra = billing.headers({}, answered=False)
-    if extra:
-        error.extra_headers = {**(error.extra_headers or {}), **extra}
-
-
-def _cancelled(gw: Gateway, outcome: _Outcome) -> None:
-    """A request cancelled: by its client, who left (then the cancellation goes on), or by the
-    stop, whose grace is out (then it ends as shutting down)."""
-    if not gw.draining:
-        outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
-        return
-    stopped = _shutting_down()
-    outcome.status, outcome.error_code = stopped.status, stopped.code
-    raise stopped from None
 
 
 async def _compress(gw: Gateway, inbound: Inbound, principal: Principal, request: ChatRequest,
@@ -399,6 +365,33 @@ class _Billing:
     recorded: bool = False
     requested: str | None = None  # the model's canonical name, when the request asked for
     # fallbacks: the answer then carries the fallback headers
+
+    def __enter__(self) -> _Billing:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        """The request's end, however it came; the row is recorded in any case. A failure
+        goes on (the row says what it was, and the error carries the headers the answer would
+        have had), and so does a client's leaving; a cancellation by the stop, whose grace is
+        out, ends as shutting down."""
+        outcome = self.outcome
+        try:
+            if isinstance(error, GatewayError):
+                outcome.status, outcome.error_code = error.status, error.code
+                self.charge()
+                extra = self.headers({}, answered=False)
+                if extra:
+                    error.extra_headers = {**(error.extra_headers or {}), **extra}
+            elif isinstance(error, asyncio.CancelledError):
+                if not self.gw.draining:
+                    outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
+                    return
+                stopped = _shutting_down()
+                outcome.status, outcome.error_code = stopped.status, stopped.code
+                raise stopped from None
+        finally:
+            self.finish()
 
     def headers(self, headers: dict[str, str], answered: bool = True) -> dict[str, str]:
         """The answer's headers: `headers`, plus the key's rate-limit state and, for a request

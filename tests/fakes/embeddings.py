@@ -24,6 +24,8 @@ from google.genai import types
 from openai.types import EmbeddingCreateParams
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from tests.fakes.server import drain
+
 DEFAULT_DIMENSIONS = 8
 _OPENAI = TypeAdapter(tuple[EmbeddingCreateParams], config=ConfigDict(extra="forbid"))
 # The SDK's `input` union, member by member: pydantic takes a lazy iterable branch as matched
@@ -52,7 +54,7 @@ def stall_of(body: dict[str, Any]) -> float:
 def openai_embeddings(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """OpenAI's answer to BODY: (status, JSON)."""
     try:
-        _drain(_OPENAI.validate_python(({**body, "input": "checked below"},)))
+        drain(_OPENAI.validate_python(({**body, "input": "checked below"},)))
     except ValidationError as exc:
         return 400, _openai_error("invalid request: " + "; ".join(
             f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors()[:3]))
@@ -108,7 +110,7 @@ def gemini_batch(body: dict[str, Any], model: str) -> tuple[int, dict[str, Any]]
 
 def _fits(member: TypeAdapter[Any], value: Any) -> bool:
     try:
-        _drain(member.validate_python(value))
+        drain(member.validate_python(value))
     except ValidationError:
         return False
     return True
@@ -126,12 +128,3 @@ _STATUS = {400: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
 def _gemini_error(status: int, message: str) -> dict[str, Any]:
     return {"error": {"code": status, "message": message,
                       "status": _STATUS.get(status, "UNKNOWN")}}
-
-
-def _drain(value: Any) -> Any:
-    # The SDK's types hold iterables, which pydantic validates only as they are consumed.
-    if isinstance(value, dict):
-        return {k: _drain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple) or hasattr(value, "__next__"):
-        return [_drain(v) for v in value]
-    return value

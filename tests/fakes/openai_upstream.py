@@ -67,7 +67,7 @@ from openai.types.chat.completion_create_params import (
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from tests.fakes.embeddings import openai_embeddings, stall_of
-from tests.fakes.server import LoopbackServer, Received
+from tests.fakes.server import LoopbackServer, Received, drain
 
 REPLY = "Hello from the fake upstream, here to help"
 FINAL_ANSWER = "It is sunny in Paris"
@@ -312,21 +312,12 @@ def _last_user_text(body: dict[str, Any]) -> str:
 def _invalid(body: dict[str, Any]) -> str | None:
     schema = _STREAM_REQUEST if body.get("stream") else _REQUEST
     try:
-        _drain(schema.validate_python(({k: v for k, v in body.items() if k in _KNOWN},)))
+        drain(schema.validate_python(({k: v for k, v in body.items() if k in _KNOWN},)))
     except ValidationError as exc:
         # A union reports every branch it tried; the first few say enough.
         return "invalid request: " + "; ".join(
             f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors()[:3])
     return None
-
-
-def _drain(value: Any) -> Any:
-    # The SDK's types hold iterables, which pydantic validates only as they are consumed.
-    if isinstance(value, dict):
-        return {k: _drain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple) or hasattr(value, "__next__"):
-        return [_drain(v) for v in value]
-    return value
 
 
 def _usage(body: dict[str, Any], completion: int, command: str = "",

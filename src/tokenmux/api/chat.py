@@ -32,17 +32,22 @@ class ChatRequest:
     compression: Any = None
 
 
-def parse_chat(raw: bytes) -> ChatRequest:
+def read_request(raw: bytes) -> tuple[dict[str, Any], str]:
+    """A request body of any door that names a model: the object, and its `model`."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    return body, model
+
+
+def parse_chat(raw: bytes) -> ChatRequest:
+    body, model = read_request(raw)
     check_messages(body.get("messages"))
     check_fields(body)
 

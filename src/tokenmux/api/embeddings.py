@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from tokenmux.api.chat import read_request
 from tokenmux.errors import InvalidRequest
 
 MAX_INPUTS = 2048
@@ -42,15 +41,7 @@ class EmbeddingRequest:
 
 
 def parse_embeddings(raw: bytes) -> EmbeddingRequest:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    body, model = read_request(raw)
     texts, arrays = _inputs(body.get("input"))
     dimensions = body.get("dimensions")
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
