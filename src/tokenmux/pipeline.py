@@ -266,7 +266,7 @@ async def _embed(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseS
             routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
             lambda route, limit: gw.embedders[route.provider].embed(
                 EmbedCall(request, route, inbound.request_id, limit)),
-            limits_itself=True)
+            limits_itself=True, quotas=gw.limiter, estimate=prompt)
         outcome.usage = embedded.usage
         billing.charge()
         return Answer(embedded.body, billing.headers(_served_by(outcome.attempts)))
