@@ -6,6 +6,7 @@ the refusals of what a model or a channel cannot do."""
 from __future__ import annotations
 
 import base64
+import re
 import struct
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,13 +15,14 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Gateway, started_gateway
+from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Gateway, started_gateway, wait_until
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.embeddings import DEFAULT_DIMENSIONS, vector
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.test_ratelimit_headers import new_key
 from tokenmux import tokens
+from tokenmux.config.schema import Config
 
 TEXTS = ["The quick brown fox", "jumps over the lazy dog"]
 KINDS = ["house-embed", "gemini-embedding-001"]  # an OpenAI-kind channel, a Gemini one
@@ -303,3 +305,32 @@ def test_x_timeout_ends_a_slow_embedding_with_a_408(gateway, upstream):
     assert response.json()["error"]["code"] == "request_timeout"
     row = gateway.wait_row(response.headers["x-request-id"])
     assert (row["status"], row["door"]) == (408, "embeddings")
+
+
+def test_a_keyed_embedding_runs_once_and_its_retry_is_answered_from_it(gateway, upstream):
+    body = {"model": "house-embed", "input": ["keyed once"], "encoding_format": "float"}
+    sent = len(upstream.received)
+    first, again = (post(gateway, body, headers={"Idempotency-Key": "embed-key-1"})
+                    for _ in range(2))
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == first.json()
+    assert len(upstream.received) == sent + 1
+    assert wait_until(lambda: len(gateway.rows(request_id="embed-key-1")) == 2)
+    billed, replay = sorted(gateway.rows(request_id="embed-key-1"),
+                            key=lambda row: row["replay_of"] is not None)
+    assert (billed["door"], billed["prompt_tokens"], replay["replay_of"]) == (
+        "embeddings", 2, billed["id"])
+
+
+@pytest.mark.parametrize(("model", "problem"), [
+    ({"name": "e", "mode": "embedding", "channels": [{"provider": "a", "model": "m"}]},
+     "models[0].channels[0].provider: 'a' is of kind 'anthropic', whose API has no embeddings"),
+    ({"name": "e", "mode": "embedding", "channels": [{"provider": "o", "model": "m"}],
+      "fallbacks": ["chat"]},
+     "models[0].fallbacks[0]: 'chat' is not of mode 'embedding', as models[0] is"),
+])
+def test_the_config_refuses_what_an_embedding_model_cannot_have(model, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        Config.model_validate({
+            "providers": {"a": {"kind": "anthropic"}, "o": {"kind": "openai"}},
+            "models": [model, {"name": "chat", "channels": [{"provider": "o", "model": "c"}]}]})

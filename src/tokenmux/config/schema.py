@@ -271,7 +271,7 @@ class Config(Strict):
                         f"models[{i}].fallbacks[{j}]: unknown model {fallback.model!r}")
                 if modes.get(fallback.model, "chat") != model.mode:
                     raise ValueError(f"models[{i}].fallbacks[{j}]: {fallback.model!r} is not "
-                                     f"a {model.mode} model, as models[{i}] is")
+                                     f"of mode {model.mode!r}, as models[{i}] is")
             for j, channel in enumerate(model.channels):
                 if channel.provider not in self.providers:
                     known = ", ".join(sorted(self.providers)) or "none configured"
