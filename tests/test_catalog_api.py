@@ -50,6 +50,7 @@ def test_models_list_has_openai_fields_and_catalog_fields(served):
     assert (gpt.object, gpt.owned_by) == ("model", "openai")
     assert isinstance(gpt.created, int)
     assert gpt.model_extra == {
+        "mode": "chat",
         "aliases": ["gpt-4.1@2025-04-14"],
         "context_window": 1_047_576,
         "max_output": 32_768,
@@ -63,6 +64,12 @@ def test_models_list_has_openai_fields_and_catalog_fields(served):
     assert (house["capabilities"], house["pricing"]) == (["json"], None)
     assert models["tokenmux/echo"].to_dict()["pricing"] == {
         "input": 0.0, "output": 0.0, "cached_input": None}
+    # An embedding model, as the model data describes it: its vector length, its input price.
+    assert models["text-embedding-3-small"].model_extra == {
+        "mode": "embedding", "dimensions": 1536, "aliases": [], "context_window": 8191,
+        "max_output": None, "capabilities": [],
+        "pricing": {"input": 0.02, "output": 0.0, "cached_input": None},
+    }
 
 
 def test_retrieving_a_versioned_name_gives_the_model(served):

@@ -48,7 +48,9 @@ def test_no_shipped_name_is_deprecated_or_excluded():
     names = {m["name"] for m in SHIPPED}
     assert "gemini-2.0-flash" not in names  # genai-prices marks it deprecated
     assert not {"gpt-5-pro", "gpt-5.1-codex", "o3-deep-research", "claude-3-opus-20240229",
-                "text-embedding-3-large", "gpt-image-1", "gemini-2.5-flash-preview-tts"} & names
+                "gpt-image-1", "gemini-2.5-flash-preview-tts"} & names
+    # Embedding models come in, as embedding models (tests/test_catalog_shipped.py).
+    assert {m["name"]: m.get("mode") for m in SHIPPED}["text-embedding-3-large"] == "embedding"
 
 
 def _models_dev_with(provider: str, model_id: str, like: str,

@@ -82,6 +82,14 @@ def test_the_earlier_shipped_models_are_still_shipped(provider):
     assert EARLIER[provider] <= _of(provider)
 
 
+def test_the_model_data_brings_the_embedding_models_marked_as_such(everything):
+    embedding = {e.name: e.dimensions for e in everything.entries if e.mode == "embedding"}
+    assert {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072,
+            "gemini-embedding-001": 3072}.items() <= embedding.items()
+    assert everything.resolve("gemini-embedding-001").routes[0].kind == "gemini"
+    assert all(e.mode == "chat" for e in everything.entries if e.name.startswith("gpt-"))
+
+
 def test_no_key_serves_the_echo_model_alone():
     assert [entry.name for entry in served({}).entries] == [ECHO]
 
@@ -123,7 +131,8 @@ def test_every_shipped_model_has_a_known_price_in_the_list_and_the_ledger(everyt
     # cost column empty in production.
     entry = everything.resolve(name)
     assert entry.list_price is not None, f"{name}: genai-prices knows no price"
-    assert entry.list_price.input > 0 and entry.list_price.output > 0
+    # An embedding model writes nothing: it is priced for its input alone.
+    assert entry.list_price.input > 0 and (entry.list_price.output > 0) == (entry.mode == "chat")
     row = UsageRow("req", None, None, None, name, entry.routes[0], 1, "medium", 0.0, False,
                    200, None, prompt_tokens=100_000, completion_tokens=0, cached_tokens=0,
                    reasoning_tokens=0, usage_source="upstream", latency_ms=1.0, ttft_ms=None)

@@ -20,6 +20,7 @@ from tokenmux.auth import KeyCache, Principal, hash_key
 from tokenmux.budgets import MemoryBudgets, SharedBudgets
 from tokenmux.compression import MemorySummaries, RedisSummaries, SummaryCache
 from tokenmux.config import Config
+from tokenmux.config.schema import NO_EMBEDDINGS
 from tokenmux.db import connect
 from tokenmux.idempotency import Runs, runs_for
 from tokenmux.idempotency.redis import RedisStore
@@ -27,7 +28,7 @@ from tokenmux.ledger import LedgerWriter
 from tokenmux.ledger.cost import Pricer
 from tokenmux.limits import KeyConcurrency, MemoryLimiter, SharedLimiter
 from tokenmux.providers import FAN_OUT, adapter_for
-from tokenmux.providers.base import Provider
+from tokenmux.providers.base import Embedder, Provider
 from tokenmux.providers.echo import EchoProvider
 from tokenmux.providers.fanout import FanOut
 from tokenmux.routing import Catalog
@@ -68,6 +69,8 @@ class Gateway:
     instance: str = ""  # this process, as its ledger rows name it: host:port/worker index
     _grace: asyncio.Task[None] | None = None
     telemetry: Telemetry | None = None  # `GET /metrics` and the traces (telemetry/)
+    # The providers whose kind has an embeddings API, by name (`POST /v1/embeddings`).
+    embedders: Mapping[str, Embedder] = field(default_factory=dict)
 
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "the gateway has not been started"
@@ -206,8 +209,12 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
     if telemetry.metrics is not None:
         telemetry.metrics.watch(gateway.ledger)
     providers: dict[str, Provider] = {ECHO_PROVIDER: EchoProvider()}
+    embedders: dict[str, Embedder] = {}
     for name, provider in config.providers.items():
         http = HttpProvider(gateway.session, adapter_for(provider), provider)
         providers[name] = FanOut(http) if provider.kind in FAN_OUT else http
+        if provider.kind not in NO_EMBEDDINGS:
+            embedders[name] = http
     gateway.providers = providers
+    gateway.embedders = embedders
     return gateway

@@ -18,11 +18,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import TracebackType
 from typing import Any
 
 from tokenmux import compression, tokens
 from tokenmux.answer import Answer, SseSink
 from tokenmux.api.chat import ChatRequest, parse_chat
+from tokenmux.api.embeddings import EmbeddingRequest, parse_embeddings
 from tokenmux.auth import Principal
 from tokenmux.budgets import Hold, ticks, ticks_to_usd, worst_cost
 from tokenmux.budgets.money import real_cost
@@ -44,6 +46,7 @@ from tokenmux.providers.base import (
     Call,
     ChunkStream,
     Completion,
+    EmbedCall,
     Provider,
     StreamState,
     Usage,
@@ -57,6 +60,7 @@ from tokenmux.routing.retry import Attempts, Deadline, attempt_in_turn
 from tokenmux.routing.tiers import NAMES as TIER_NAMES
 from tokenmux.routing.tiers import requested_tier
 
+_Request = ChatRequest | EmbeddingRequest
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away before the answer"
 CHECKPOINT_SECONDS = 1.0
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 5_000, 300_000
@@ -83,7 +87,7 @@ class Inbound:
     parse: Callable[[bytes], ChatRequest] = parse_chat
 
 
-__all__ = ["Answer", "Inbound", "SseSink", "chat_completion"]
+__all__ = ["Answer", "Inbound", "SseSink", "chat_completion", "embeddings"]
 
 
 @dataclass(slots=True)
@@ -113,16 +117,31 @@ class _OpenStream:
         await self.upstream.__aexit__(None, None, None)
 
 
+# One kind of request, from its body to its answer, once its key is known (a keyed request's
+# run passes the row id its copies will name).
+_Door = Callable[[Gateway, Inbound, Principal, SseSink, str | None], Awaitable[Answer]]
+
+
 async def chat_completion(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answer:
+    return await _serve(gw, inbound, sink, _answer)
+
+
+async def embeddings(gw: Gateway, inbound: Inbound, sink: SseSink) -> Answer:
+    """`POST /v1/embeddings`: the stages of a chat completion, with one JSON call for the
+    answer (see `_embed`)."""
+    return await _serve(gw, inbound, sink, _embed)
+
+
+async def _serve(gw: Gateway, inbound: Inbound, sink: SseSink, door: _Door) -> Answer:
     principal = await gw.keys.authenticate(inbound.authorization, inbound.api_key)
     if inbound.idempotency_key is None or _without_redis(gw):
-        return await _answer(gw, inbound, principal, sink)
+        return await door(gw, inbound, principal, sink, None)
     try:
-        return await _once(gw, inbound, principal, sink, inbound.idempotency_key)
+        return await _once(gw, inbound, principal, sink, inbound.idempotency_key, door)
     except IdempotencyUnavailable:
         if not _without_redis(gw):
             raise
-        return await _answer(gw, inbound, principal, sink)
+        return await door(gw, inbound, principal, sink, None)
 
 
 def _without_redis(gw: Gateway) -> bool:
@@ -132,7 +151,7 @@ def _without_redis(gw: Gateway) -> bool:
 
 
 async def _once(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseSink,
-                key: str) -> Answer:
+                key: str, door: _Door) -> Answer:
     """A keyed request: run once per key and body, its copies answered from that run."""
 
     def note(status: int, code: str | None, replay_of: str | None, stream: bool) -> None:
@@ -149,14 +168,14 @@ async def _once(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseSi
     scope = principal.key_id if inbound.door == "chat" else f"{principal.key_id}/{inbound.door}"
     keyed = Keyed(key, scope, inbound.body, inbound.started + budget / 1000)
     return await gw.idempotency.serve(
-        gw, keyed, sink, lambda tee, row_id: _answer(gw, inbound, principal, tee, row_id), note)
+        gw, keyed, sink, lambda tee, row_id: door(gw, inbound, principal, tee, row_id), note)
 
 
 async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseSink,
                   row_id: str | None = None) -> Answer:
     outcome = _Outcome() if row_id is None else _Outcome(row_id=row_id)
     billing = _Billing(gw, inbound, principal, outcome)
-    try:
+    with billing:  # its end records the row, however the request ends
         billing.slot = gw.concurrency.acquire(principal)
         if not inbound.body:  # a keyed request's was read already
             inbound.body = await inbound.read_body()
@@ -165,6 +184,8 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
         tier = outcome.attempts.tier = requested_tier(inbound.tier, principal.tier,
                                                       principal.max_tier)
         entry = gw.catalog.resolve(request.model)
+        if entry.mode != "chat":
+            entry.check_mode("chat")
         if request.max_output is not None:
             entry.check_output_limit(request.max_output, "max_completion_tokens"
                                      if "max_completion_tokens" in request.body else "max_tokens")
@@ -219,22 +240,41 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
             headers["X-TokenMux-Dropped-Params"] = ",".join(outcome.dropped)
         await _relay(opened, served, sink, outcome, billing, billing.headers(headers))
         return Answer(None, {})
-    except GatewayError as error:
-        outcome.status, outcome.error_code = error.status, error.code
+
+
+async def _embed(gw: Gateway, inbound: Inbound, principal: Principal, sink: SseSink,
+                 row_id: str | None = None) -> Answer:
+    """An embeddings request: a chat completion's stages (slot, tier, plan, budget and limits,
+    attempts within the deadline, ledger row) around one JSON call to an embedder. It reads
+    no more than it writes: the limits reserve the input's tokens alone, and settle them."""
+    outcome = _Outcome() if row_id is None else _Outcome(row_id=row_id)
+    billing = _Billing(gw, inbound, principal, outcome)
+    with billing:  # its end records the row, however the request ends
+        billing.slot = gw.concurrency.acquire(principal)
+        if not inbound.body:
+            inbound.body = await inbound.read_body()
+        request = billing.request = parse_embeddings(inbound.body)
+        deadline = Deadline(_budget(inbound.timeout, gw.config.routing), inbound.started)
+        tier = outcome.attempts.tier = requested_tier(inbound.tier, principal.tier,
+                                                      principal.max_tier)
+        entry = gw.catalog.resolve(request.model)
+        entry.check_mode("embedding")
+        routes = plan(gw.catalog, entry, [], tier, gw.rng)
+        prompt = tokens.estimate_prompt(len(inbound.body))
+        if principal.budget is not None:
+            billing.budget = await gw.budgets.admit(
+                principal, worst_cost(gw.catalog, routes, prompt, 0, None))
+        billing.reservation = await gw.limiter.admit(principal, prompt)
+        embedded = await attempt_in_turn(
+            routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
+            lambda route, limit: gw.embedders[route.provider].embed(
+                EmbedCall(request, route, inbound.request_id, limit)),
+            limits_itself=True, quotas=gw.limiter, estimate=prompt)
+        outcome.usage = embedded.usage
         billing.charge()
-        extra = billing.headers({}, answered=False)
-        if extra:
-            error.extra_headers = {**(error.extra_headers or {}), **extra}
-        raise
-    except asyncio.CancelledError:
-        if not gw.draining:
-            outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
-            raise
-        stopped = _shutting_down()
-        outcome.status, outcome.error_code = stopped.status, stopped.code
-        raise stopped from None
-    finally:
-        billing.finish()
+        return Answer(embedded.body, billing.headers(_served_by(outcome.attempts)))
+
+
 
 
 async def _compress(gw: Gateway, inbound: Inbound, principal: Principal, request: ChatRequest,
@@ -320,7 +360,7 @@ class _Billing:
     inbound: Inbound
     principal: Principal
     outcome: _Outcome
-    request: ChatRequest | None = None
+    request: _Request | None = None
     reservation: Reservation | None = None
     budget: Hold | None = None  # for a key with a budget
     cost: Decimal | None = None  # what the answer cost, once known (None: no price known)
@@ -328,6 +368,33 @@ class _Billing:
     recorded: bool = False
     requested: str | None = None  # the model's canonical name, when the request asked for
     # fallbacks: the answer then carries the fallback headers
+
+    def __enter__(self) -> _Billing:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        """The request's end, however it came; the row is recorded in any case. A failure
+        goes on (the row says what it was, and the error carries the headers the answer would
+        have had), and so does a client's leaving; a cancellation by the stop, whose grace is
+        out, ends as shutting down."""
+        outcome = self.outcome
+        try:
+            if isinstance(error, GatewayError):
+                outcome.status, outcome.error_code = error.status, error.code
+                self.charge()
+                extra = self.headers({}, answered=False)
+                if extra:
+                    error.extra_headers = {**(error.extra_headers or {}), **extra}
+            elif isinstance(error, asyncio.CancelledError):
+                if not self.gw.draining:
+                    outcome.status, outcome.error_code = CLIENT_CLOSED, "client_closed"
+                    return
+                stopped = _shutting_down()
+                outcome.status, outcome.error_code = stopped.status, stopped.code
+                raise stopped from None
+        finally:
+            self.finish()
 
     def headers(self, headers: dict[str, str], answered: bool = True) -> dict[str, str]:
         """The answer's headers: `headers`, plus the key's rate-limit state and, for a request
@@ -503,7 +570,7 @@ async def _stream_usage(state: StreamState, call: Call) -> Usage:
     return counted
 
 
-def _checkpoint_row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
+def _checkpoint_row(inbound: Inbound, principal: Principal, request: _Request | None,
                     outcome: _Outcome, state: StreamState) -> UsageRow:
     # Estimates, cheap enough for once a second: the final row counts exactly.
     chars = sum(map(len, state.text))
@@ -523,7 +590,7 @@ def _copy_row(inbound: Inbound, principal: Principal, status: int, code: str | N
     return row
 
 
-def _row(inbound: Inbound, principal: Principal, request: ChatRequest | None,
+def _row(inbound: Inbound, principal: Principal, request: _Request | None,
          outcome: _Outcome, usage: Usage) -> UsageRow:
     now = time.perf_counter()
     return UsageRow(

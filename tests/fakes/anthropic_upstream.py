@@ -39,7 +39,7 @@ from anthropic.types.message_create_params import (
 )
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from tests.fakes.server import LoopbackServer, Received
+from tests.fakes.server import LoopbackServer, Received, drain
 
 REPLY = "Hello from the fake Claude, glad to help"
 FINAL_ANSWER = "It is sunny in Paris"
@@ -106,15 +106,6 @@ def _error(status: int, kind: str, message: str,
     return web.json_response(body, status=status, headers=headers)
 
 
-def _drain(value: Any) -> Any:
-    # The SDK's types hold iterables, which pydantic validates only as they are consumed.
-    if isinstance(value, dict):
-        return {k: _drain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple) or hasattr(value, "__next__"):
-        return [_drain(v) for v in value]
-    return value
-
-
 def _version_rules(body: dict[str, Any], version: str) -> str | None:
     if version == OLD_VERSION:
         return None  # the sampling fields are then checked as numbers by the API, not here
@@ -135,7 +126,7 @@ def _version_rules(body: dict[str, Any], version: str) -> str | None:
 def _invalid(body: dict[str, Any]) -> str | None:
     schema = _STREAM_REQUEST if body.get("stream") else _REQUEST
     try:
-        _drain(schema.validate_python((body,)))
+        drain(schema.validate_python((body,)))
     except ValidationError as exc:
         return f"invalid request: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
     messages = body["messages"]

@@ -19,6 +19,8 @@ The last user text may be a command:
     @midstream          (stream) a few words, then an error event
     @leak               answer 400 with the received key in the message
 
+`models/{model}:batchEmbedContents` answers embeddings (tests/fakes/embeddings.py).
+
 Otherwise it answers REPLY, or FINAL_ANSWER when the last turn brought function responses, as
 many candidates as `candidateCount` asks.
 """
@@ -34,6 +36,7 @@ from aiohttp import web
 from google.genai import types
 from pydantic import BaseModel, ValidationError
 
+from tests.fakes.embeddings import gemini_batch
 from tests.fakes.server import LoopbackServer, Received
 
 REPLY = "Hello from the fake Gemini, happy to help"
@@ -67,8 +70,20 @@ class FakeGemini(LoopbackServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1beta/models/{call}", self._handle)
 
+    async def _embed(self, request: web.Request, model: str) -> web.Response:
+        """Embeddings, as tests/fakes/embeddings.py describes."""
+        if request.headers.get("x-goog-api-key") != self.api_key:
+            return _error(400, "API key not valid.", reason="API_KEY_INVALID")
+        status, answer = gemini_batch((await self.record(request)).body, model)
+        if status == 400:
+            self.rejected.append(answer["error"]["message"])
+        return web.json_response(answer, status=status,
+                                 headers={"Retry-After": "1"} if status == 429 else None)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["call"].partition(":")
+        if method == "batchEmbedContents":
+            return await self._embed(request, model)
         if method not in ("generateContent", "streamGenerateContent"):
             return _error(404, f"method {method!r} not found")
         stream = method == "streamGenerateContent"

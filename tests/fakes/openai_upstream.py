@@ -43,6 +43,8 @@ that carries none, until the test changes it: a channel that keeps failing, or r
 Every request is recorded (path, headers, JSON body), and so is every stream the client
 abandoned, so tests can assert what went upstream and what the gateway did to it.
 
+`POST /v1/embeddings` answers embeddings (tests/fakes/embeddings.py).
+
 Every request body is validated against the `openai` package's own `CompletionCreateParams`
 (no unknown field below the top level, every value of its type); one that fails gets a 400
 naming what failed, and the reason is kept in `rejected`. Unknown top-level fields are let
@@ -66,7 +68,8 @@ from openai.types.chat.completion_create_params import (
 )
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from tests.fakes.server import LoopbackServer, Received
+from tests.fakes.embeddings import openai_embeddings, stall_of
+from tests.fakes.server import LoopbackServer, Received, drain
 
 REPLY = "Hello from the fake upstream, here to help"
 FINAL_ANSWER = "It is sunny in Paris"
@@ -96,6 +99,7 @@ class FakeOpenAI(LoopbackServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/control/release/{name}", self._release)
 
     def release(self, name: str) -> None:
@@ -113,6 +117,17 @@ class FakeOpenAI(LoopbackServer):
     async def _release(self, request: web.Request) -> web.Response:
         self._hold(request.match_info["name"]).set()
         return web.json_response({"released": request.match_info["name"]})
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """Embeddings, as tests/fakes/embeddings.py describes."""
+        body = (await self.record(request)).body
+        if stall := stall_of(body):
+            await asyncio.sleep(stall)
+        status, answer = openai_embeddings(body)
+        if status == 400:
+            self.rejected.append(answer["error"]["message"])
+        return web.json_response(answer, status=status,
+                                 headers={"Retry-After": "1"} if status == 429 else None)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = (await self.record(request)).body
@@ -303,21 +318,12 @@ def _last_user_text(body: dict[str, Any]) -> str:
 def _invalid(body: dict[str, Any]) -> str | None:
     schema = _STREAM_REQUEST if body.get("stream") else _REQUEST
     try:
-        _drain(schema.validate_python(({k: v for k, v in body.items() if k in _KNOWN},)))
+        drain(schema.validate_python(({k: v for k, v in body.items() if k in _KNOWN},)))
     except ValidationError as exc:
         # A union reports every branch it tried; the first few say enough.
         return "invalid request: " + "; ".join(
             f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors()[:3])
     return None
-
-
-def _drain(value: Any) -> Any:
-    # The SDK's types hold iterables, which pydantic validates only as they are consumed.
-    if isinstance(value, dict):
-        return {k: _drain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple) or hasattr(value, "__next__"):
-        return [_drain(v) for v in value]
-    return value
 
 
 def _usage(body: dict[str, Any], completion: int, command: str = "",

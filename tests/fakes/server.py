@@ -25,6 +25,16 @@ class Received:
     at: float = field(default_factory=time.monotonic)
 
 
+def drain(value: Any) -> Any:
+    """VALUE validated through and through: the SDK's types hold iterables, which pydantic
+    validates only as they are consumed."""
+    if isinstance(value, dict):
+        return {k: drain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple) or hasattr(value, "__next__"):
+        return [drain(v) for v in value]
+    return value
+
+
 class LoopbackServer(ABC):
     host = "127.0.0.1"
     port = 0

@@ -80,11 +80,17 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def parse_chat(raw: bytes) -> ChatRequest:
+def read_request(raw: bytes) -> tuple[dict[str, Any], str]:
+    """A request body of any door that names a model: the object, and its `model`."""
     body = json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    return body, model
+
+
+def parse_chat(raw: bytes) -> ChatRequest:
+    body, model = read_request(raw)
     check_messages(body.get("messages"))
     check_fields(body)
 

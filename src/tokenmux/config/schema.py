@@ -89,6 +89,9 @@ class Fallback(Strict):
 #   json       honours `response_format` (JSON mode or a JSON schema)
 #   reasoning  thinks before it answers; its thinking tokens are billed as output
 Capability = Literal["tools", "vision", "json", "reasoning"]
+ModelMode = Literal["chat", "embedding"]
+# Provider kinds whose API has no embeddings: an embedding model may not have their channels.
+NO_EMBEDDINGS = frozenset({"anthropic"})
 SamplingParam = Literal["temperature", "top_p", "top_k", "seed", "presence_penalty",
                         "frequency_penalty"]
 
@@ -112,6 +115,11 @@ class Model(Strict):
     # frequency_penalty); the others are dropped. None: unknown, all the API takes go through.
     sampling: list[SamplingParam] | None = None
     compression: ModelCompression | None = None
+    # What the model answers: chat completions, or embeddings (`POST /v1/embeddings`).
+    mode: ModelMode = "chat"
+    # An embedding model's vector length when a request asks for no `dimensions` (shown in
+    # `/v1/models`); None: unknown.
+    dimensions: int | None = Field(None, gt=0)
 
 
 # How a conversation is compressed (README, "Context compression"): summarised by a small model
@@ -271,6 +279,7 @@ class Config(Strict):
                 seen[name] = f"models[{i}]"
         if self.compression.model is not None and self.compression.model not in seen:
             raise ValueError(f"compression.model: unknown model {self.compression.model!r}")
+        modes = {name: m.mode for m in self.models for name in (m.name, *m.aliases)}
         for i, model in enumerate(self.models):
             default = model.compression
             if default is not None and default.model is not None and default.model not in seen:
@@ -280,6 +289,9 @@ class Config(Strict):
                 if fallback.model not in seen:
                     raise ValueError(
                         f"models[{i}].fallbacks[{j}]: unknown model {fallback.model!r}")
+                if modes.get(fallback.model, "chat") != model.mode:
+                    raise ValueError(f"models[{i}].fallbacks[{j}]: {fallback.model!r} is not "
+                                     f"of mode {model.mode!r}, as models[{i}] is")
             for j, channel in enumerate(model.channels):
                 if channel.provider not in self.providers:
                     known = ", ".join(sorted(self.providers)) or "none configured"
@@ -287,4 +299,9 @@ class Config(Strict):
                         f"models[{i}].channels[{j}].provider: unknown provider "
                         f"{channel.provider!r} (known: {known})"
                     )
+                kind = self.providers[channel.provider].kind
+                if model.mode == "embedding" and kind in NO_EMBEDDINGS:
+                    raise ValueError(
+                        f"models[{i}].channels[{j}].provider: {channel.provider!r} is of kind "
+                        f"{kind!r}, whose API has no embeddings; an embedding model cannot use it")
         return self

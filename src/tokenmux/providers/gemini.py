@@ -37,7 +37,8 @@ from tokenmux.errors import (
     UpstreamFailed,
 )
 from tokenmux.ids import unique
-from tokenmux.providers.base import Call, StreamState, UpstreamRequest, Usage
+from tokenmux.providers import gemini_embed
+from tokenmux.providers.base import Call, EmbedCall, StreamState, UpstreamRequest, Usage
 from tokenmux.providers.translate import (
     check_fields,
     completion_id,
@@ -116,6 +117,12 @@ class GeminiAdapter:
         url = (f"{self.base}{model}:streamGenerateContent?alt=sse" if call.request.stream
                else f"{self.base}{model}:generateContent")
         return UpstreamRequest(url, self.headers, orjson.dumps(out))
+
+    def build_embed_request(self, call: EmbedCall) -> UpstreamRequest:
+        return gemini_embed.embed_request(self.base, self.headers, self.ignored, call)
+
+    def read_embeddings(self, raw: bytes, call: EmbedCall) -> tuple[dict[str, Any], Usage | None]:
+        return gemini_embed.embed_answer(raw, call)
 
     # ---------------------------------------------------------------- answers
 

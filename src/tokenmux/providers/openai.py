@@ -14,7 +14,7 @@ import orjson
 
 from tokenmux.config.schema import Provider
 from tokenmux.errors import GatewayError, UpstreamFailed
-from tokenmux.providers.base import Call, StreamState, UpstreamRequest, Usage
+from tokenmux.providers.base import Call, EmbedCall, StreamState, UpstreamRequest, Usage
 from tokenmux.providers.translate import load_answer, scrub, upstream_error
 from tokenmux.routing.catalog import Route
 
@@ -22,6 +22,7 @@ from tokenmux.routing.catalog import Route
 class OpenAIAdapter:
     def __init__(self, provider: Provider):
         self.url = provider.base_url.rstrip("/") + "/chat/completions"
+        self.embeddings_url = provider.base_url.rstrip("/") + "/embeddings"
         self.secret = provider.api_key
         headers = {"Content-Type": "application/json", **provider.headers}
         if provider.api_key:
@@ -41,12 +42,15 @@ class OpenAIAdapter:
         return UpstreamRequest(self.url, self.headers, orjson.dumps(body))
 
     def read_completion(self, raw: bytes, route: Route) -> tuple[dict[str, Any], Usage | None]:
-        body = load_answer(raw, route)
-        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-            raise UpstreamFailed(
-                f"The upstream {route.provider!r} answered without a 'choices' array.")
-        body["model"] = route.model
-        return body, read_usage(body.get("usage"))
+        return _answer(raw, route, "choices")
+
+    def build_embed_request(self, call: EmbedCall) -> UpstreamRequest:
+        body = call.request.body  # goes as it came, the upstream's model name in ours' place
+        body["model"] = call.route.upstream_model
+        return UpstreamRequest(self.embeddings_url, self.headers, orjson.dumps(body))
+
+    def read_embeddings(self, raw: bytes, call: EmbedCall) -> tuple[dict[str, Any], Usage | None]:
+        return _answer(raw, call.route, "data")
 
     def read_chunk(self, data: bytes, call: Call, state: StreamState) -> dict[str, Any] | None:
         """One SSE `data` payload in, the chunk to forward out (None: nothing to forward)."""
@@ -78,6 +82,17 @@ class OpenAIAdapter:
         message, param, code = _error_fields(raw)
         return upstream_error(status, route, scrub(message, self.secret), code=code,
                               param=param, retry_after=retry_after)
+
+
+def _answer(raw: bytes, route: Route, array: str) -> tuple[dict[str, Any], Usage | None]:
+    """A JSON answer whose ARRAY holds what was asked for (choices, embeddings), with our model
+    name, and its usage."""
+    body = load_answer(raw, route)
+    if not isinstance(body, dict) or not isinstance(body.get(array), list):
+        raise UpstreamFailed(
+            f"The upstream {route.provider!r} answered without a '{array}' array.")
+    body["model"] = route.model
+    return body, read_usage(body.get("usage"))
 
 
 def read_usage(raw: Any) -> Usage | None:

@@ -6,7 +6,14 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tokenmux.config.schema import ECHO_MODEL, Breaker, Config, ModelCompression, Price
+from tokenmux.config.schema import (
+    ECHO_MODEL,
+    NO_EMBEDDINGS,
+    Breaker,
+    Config,
+    ModelCompression,
+    Price,
+)
 from tokenmux.errors import InvalidRequest, ModelNotFound
 from tokenmux.routing.admission import Gate
 from tokenmux.routing.health import ChannelHealth
@@ -73,12 +80,16 @@ class ModelEntry:
     # the prompt has (the echo model answers with its prompt).
     output_estimate: int | None = None
     compression: ModelCompression | None = None  # the model's compression default
+    mode: str = "chat"  # or "embedding": which door serves the model
+    dimensions: int | None = None  # an embedding model's default vector length
     # The catalog fields of `/v1/models`, made once: listing models is then a dict merge each.
     _card: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         price = self.list_price
         object.__setattr__(self, "_card", {
+            "mode": self.mode,
+            **({"dimensions": self.dimensions} if self.mode == "embedding" else {}),
             "aliases": list(self.aliases),
             "context_window": self.context_window,
             "max_output": self.max_output,
@@ -94,6 +105,21 @@ class ModelEntry:
             raise InvalidRequest(
                 f"'{param}' is too large: {requested}. The model '{self.name}' writes at most "
                 f"{self.max_output} tokens in one answer.", param=param)
+
+    def check_mode(self, mode: str) -> None:
+        """A chat model answers chat completions only, an embedding model embeddings only."""
+        if self.mode == mode:
+            return
+        if mode == "chat":
+            raise InvalidRequest(
+                f"The model '{self.name}' is an embedding model: send it to /v1/embeddings, "
+                "not to a chat or messages API.", param="model", code="model_not_chat")
+        note = ""
+        if all(route.kind in NO_EMBEDDINGS for route in self.routes):
+            note = f" (its channels are {self.routes[0].kind}'s, whose API has no embeddings)"
+        raise InvalidRequest(f"The model '{self.name}' is a chat model{note}: it makes no "
+                             "embeddings. Ask /v1/models for the models whose mode is "
+                             "'embedding'.", param="model", code="model_not_embedding")
 
     def answer_estimate(self, max_output: int | None, prompt: int) -> int:
         """Tokens a rate limit reserves for one answer: what the request allows, never more
@@ -140,7 +166,7 @@ class Catalog:
                     # One upstream account's limit: the first model to state it sets it.
                     quota = quotas[name] = Quota(f"channel:{name}", channel.rpm, channel.tpm)
                 price = list_price(model.price, provider.price_provider, provider.base_url,
-                                   channel.model)
+                                   channel.model, embedding=model.mode == "embedding")
                 routes.append(Route(
                     model.name, channel.provider, provider.kind, channel.model,
                     channel.timeout or provider.timeout, model.price, provider.price_provider,
@@ -170,7 +196,7 @@ class Catalog:
                 first.list_price,
                 model.output_estimate or min(DEFAULT_OUTPUT_ESTIMATE,
                                              model.max_output or DEFAULT_OUTPUT_ESTIMATE),
-                model.compression,
+                model.compression, model.mode, model.dimensions,
             ))
         self.entries = entries
         self._by_name = {name: e for e in entries for name in (e.name, *e.aliases)}

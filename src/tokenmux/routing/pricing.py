@@ -16,8 +16,9 @@ from tokenmux.config.schema import Price
 
 
 def list_price(price: Price | None, price_provider: str | None, base_url: str | None,
-               upstream_model: str) -> Price | None:
-    """The config's PRICE, else the library's current price for the model; None when unknown."""
+               upstream_model: str, *, embedding: bool = False) -> Price | None:
+    """The config's PRICE, else the library's current price for the model; None when unknown.
+    An EMBEDDING model writes no output: the library lists its input price alone."""
     if price is not None:
         return price
     try:
@@ -30,6 +31,8 @@ def list_price(price: Price | None, price_provider: str | None, base_url: str | 
     table = found.model_price
     input_price = _base(getattr(table, "input_mtok", None))
     output_price = _base(getattr(table, "output_mtok", None))
+    if embedding and output_price is None:
+        output_price = Decimal(0)
     if input_price is None or output_price is None:
         return None
     cached = _base(getattr(table, "cache_read_mtok", None))

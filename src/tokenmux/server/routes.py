@@ -7,7 +7,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import HttpVersion11, web
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
 RESPONSES = web.AppKey("responses", ResponseStore)  # kept for `previous_response_id`
+# A pipeline entry: the request's headers and body in, its answer out.
+Door = Callable[[Gateway, pipeline.Inbound, SseWriter], Awaitable[pipeline.Answer]]
 
 
 def request_id(request: web.Request) -> str:
@@ -77,11 +79,21 @@ def _inbound(request: web.Request) -> pipeline.Inbound:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _served(request, pipeline.chat_completion, "chat")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _served(request, pipeline.embeddings, "embeddings")
+
+
+async def _served(request: web.Request, door: Door, name: str) -> web.StreamResponse:
+    """A door in OpenAI's own format: the pipeline's answer goes out as it is."""
     rid = request_id(request)
     gateway = request.app[GATEWAY]
     inbound = _inbound(request)
+    inbound.door = name
     sink = SseWriter(request, rid)
-    answer = await pipeline.chat_completion(gateway, inbound, sink)
+    answer = await door(gateway, inbound, sink)
     if answer.raw is not None:
         return json_response(answer.raw, rid, headers=answer.headers)
     if answer.body is None:
@@ -366,6 +378,8 @@ def add_routes(app: web.Application) -> None:
     for path in ("/v1/responses", "/api/v1/responses"):
         app.router.add_post(path, responses, expect_handler=continue_once_known)
         app.router.add_get(path + "/{response_id}", retrieve_response)
+    for path in ("/v1/embeddings", "/api/v1/embeddings"):
+        app.router.add_post(path, _billed(embeddings), expect_handler=continue_once_known)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/api/v1/chat/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)

@@ -26,9 +26,15 @@ from tokenmux.providers.base import (
     Adapter,
     Call,
     Completion,
+    EmbedAdapter,
+    EmbedCall,
+    Embeddings,
     StreamState,
+    UpstreamRequest,
+    counted_embedding_usage,
     counted_usage,
 )
+from tokenmux.providers.vectors import embedding_usage
 from tokenmux.routing.catalog import Route
 from tokenmux.tokens import message_text
 from tokenmux.upstream.sse import EventTooLarge, sse_batches
@@ -87,6 +93,8 @@ class HttpProvider:
                  config: ProviderConfig):
         self._session = session
         self._adapter = adapter
+        # The same adapter, when its kind's API embeds (decided once, here).
+        self._embeds = adapter if isinstance(adapter, EmbedAdapter) else None
         self._max_response_bytes = config.max_response_bytes
         self._max_event_bytes = config.max_event_bytes
         self._idle = config.stream_idle_timeout
@@ -126,10 +134,35 @@ class HttpProvider:
         return timeout
 
     async def complete(self, call: Call) -> Completion:
-        request = self._adapter.build_request(call)
-        route = call.route
-        timeout = (self._timeout(route.timeout) if call.limit is None
-                   else self._deadline_timeout(call.limit))
+        raw = await self._exchange(self._adapter.build_request(call), call.route, call.limit)
+        body, usage = self._adapter.read_completion(raw, call.route)
+        if call.native:
+            # The door of the provider's own API answers with the provider's answer as it came.
+            body["native"] = orjson.loads(raw)
+        if usage is None:
+            text = "".join(message_text((c.get("message") or {}).get("content"))
+                           for c in body["choices"] if isinstance(c, dict))
+            usage = await counted_usage(call.request, text)
+            body["usage"] = usage.as_openai()
+        return Completion(body, usage)
+
+    async def embed(self, call: EmbedCall) -> Embeddings:
+        adapter = self._embeds
+        if adapter is None:  # the config lets no embedding model have such a channel
+            raise UpstreamFailed(f"The upstream {call.route.provider!r} has no embeddings API.")
+        raw = await self._exchange(adapter.build_embed_request(call), call.route, call.limit)
+        body, usage = adapter.read_embeddings(raw, call)
+        if usage is None:
+            usage = await counted_embedding_usage(call.request)
+            body["usage"] = embedding_usage(usage)
+        return Embeddings(body, usage)
+
+    async def _exchange(self, request: UpstreamRequest, route: Route,
+                        limit: float | None) -> bytes:
+        """One JSON request and its 200 answer's body; any other answer raised as the
+        adapter reads it."""
+        timeout = (self._timeout(route.timeout) if limit is None
+                   else self._deadline_timeout(limit))
         try:
             async with self._session().post(
                 request.url, data=request.body, headers=request.headers, timeout=timeout,
@@ -147,16 +180,7 @@ class HttpProvider:
         if response.status != 200:
             raise self._adapter.read_error(
                 response.status, raw, route, response.headers.get("Retry-After"))
-        body, usage = self._adapter.read_completion(raw, route)
-        if call.native:
-            # The door of the provider's own API answers with the provider's answer as it came.
-            body["native"] = orjson.loads(raw)
-        if usage is None:
-            text = "".join(message_text((c.get("message") or {}).get("content"))
-                           for c in body["choices"] if isinstance(c, dict))
-            usage = await counted_usage(call.request, text)
-            body["usage"] = usage.as_openai()
-        return Completion(body, usage)
+        return raw
 
     @asynccontextmanager
     async def stream(self, call: Call) -> AsyncIterator[_Chunks]:
@@ -227,6 +251,8 @@ class _Chunks:
                  max_event_bytes: int, idle: float):
         self._response = response
         self._adapter = adapter
+        # The same adapter, when its kind's API embeds (decided once, here).
+        self._embeds = adapter if isinstance(adapter, EmbedAdapter) else None
         self._call = call
         self._max_event_bytes = max_event_bytes
         self._idle = idle
