@@ -22,7 +22,7 @@ ROUTES = {"bench-json": "/json/v1/chat/completions", "bench-sse": "/sse/v1/chat/
 
 
 def app(upstream: str) -> web.Application:
-    async def session(app: web.Application):  # type: ignore[no-untyped-def]
+    async def session(app: web.Application):
         app["client"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         yield
         await app["client"].close()

@@ -426,7 +426,7 @@ def table(runs: list[Run], summary: dict) -> str:
          lambda s: f"{fmt(s['gateway_rps_c32'], 0)}"),
         (f"gateway / bare req/s at c=32 ≥ {MIN_OVER_BARE:g}", "over_bare",
          lambda s: f"{fmt(s['gateway_over_bare_rps_c32'], 2)} (CPU/req "
-                   f"{fmt(s['gateway_over_bare_cpu_c32'], 2)}×)"),
+                   f"{fmt(s['gateway_over_bare_cpu_c32'], 2)}x)"),
         ("errors (non-2xx + socket) = 0", "errors", lambda s: str(s["errors"])),
     )
     for label, key, show in rows:
