@@ -9,14 +9,22 @@ earlier one, and nothing replaces a final row.
 A batch the database refuses as data (a constraint, a value too long) is written row by row, and
 only the rows at fault go to the dead letters. Any other refusal is an outage: it is raised for
 the writer to retry.
+
+The upsert is compiled once, for the engine's dialect, and each batch goes to the driver's own
+`executemany` as tuples with SQLAlchemy's bind processing applied column by column: compiling,
+cache-keying and per-row parameter processing by SQLAlchemy cost more than the insert itself on
+SQLite, and they ran under the interpreter lock the request path needs. A driver's error is
+wrapped as SQLAlchemy wraps it, so the refusals read the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, Insert, String, and_, insert, or_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from tokenmux.db.schema import usage
@@ -25,9 +33,9 @@ from tokenmux.ledger.lines import DeadLetters, clean_text
 from tokenmux.ledger.row import CHECKPOINT_SOURCE
 
 # str(): SQLAlchemy names columns with a str subclass that JSON encoders refuse as keys.
-_LIMITS = {str(column.name): column.type.length for column in usage.columns
-           if isinstance(column.type, String) and column.type.length}
 _COLUMNS = [str(column.name) for column in usage.columns]
+_LIMITS = [(i, column.type.length) for i, column in enumerate(usage.columns)
+           if isinstance(column.type, String) and column.type.length]
 
 
 def is_data_error(exc: SQLAlchemyError) -> bool:
@@ -41,7 +49,12 @@ class Store:
         self._engine = engine
         self._dead = dead
         self._pricer = Pricer()
-        self._statement = _statement(engine.dialect.name)
+        dialect = engine.dialect
+        self._sql, self._names, self._slots, self._constants = _compiled(
+            _statement(dialect.name), dialect)
+        self._positional = dialect.positional
+        self._errors = dialect.loaded_dbapi.Error
+        self._processors = _processors(dialect)
 
     def write(self, records: list[dict[str, Any]]) -> int:
         """Commits RECORDS; raises SQLAlchemyError when the database is out. Returns how many
@@ -57,7 +70,7 @@ class Store:
             return self._one_by_one(rows)
         return len(rows)
 
-    def _one_by_one(self, rows: list[dict[str, Any]]) -> int:
+    def _one_by_one(self, rows: list[tuple[Any, ...]]) -> int:
         written = 0
         for row in rows:
             try:
@@ -65,28 +78,53 @@ class Store:
             except SQLAlchemyError as exc:
                 if not is_data_error(exc):
                     raise
-                self._dead.keep(row, f"the database refused it: {exc.__class__.__name__}: "
-                                     f"{str(exc).splitlines()[0][:300]}")
+                self._dead.keep(dict(zip(_COLUMNS, row, strict=True)),
+                                f"the database refused it: {exc.__class__.__name__}: "
+                                f"{str(exc).splitlines()[0][:300]}")
             else:
                 written += 1
         return written
 
-    def _execute(self, rows: list[dict[str, Any]]) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(self._statement, rows)
+    def _execute(self, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            params: list[Any] = [self._params(row) for row in rows]
+        except Exception as exc:  # a value no column type takes: the row's fault
+            raise StatementError(f"a value cannot be bound: {exc}", self._sql, None,
+                                 exc) from exc
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.executemany(self._sql, params)
+            finally:
+                cursor.close()
+            connection.commit()
+        except self._errors as exc:
+            connection.rollback()
+            raise DBAPIError.instance(self._sql, params[:1], exc, self._errors) from exc
+        finally:
+            connection.close()  # back to the pool
 
-    def _prepare(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _params(self, row: tuple[Any, ...]) -> tuple[Any, ...] | dict[str, Any]:
+        values = [*row, *self._constants]
+        for i, process in self._processors:
+            values[i] = process(values[i])
+        ordered = tuple(values[i] for i in self._slots)
+        return ordered if self._positional else dict(zip(self._names, ordered, strict=True))
+
+    def _prepare(self, record: dict[str, Any]) -> tuple[Any, ...]:
         if "cost_usd" not in record:
             try:
                 record["cost_usd"] = self._pricer.cost(record)
             except Exception:  # a price table's fault must never cost us the row
                 record["cost_usd"] = None
-        row = {name: record.get(name) for name in _COLUMNS}
-        for name, limit in _LIMITS.items():
-            value = row[name]
+        get = record.get
+        row = [get(name) for name in _COLUMNS]
+        for i, limit in _LIMITS:
+            value = row[i]
             if isinstance(value, str) and len(value) > limit:
-                row[name] = clean_text(value[:limit])
-        return row
+                row[i] = clean_text(value[:limit])
+        return tuple(row)
 
 
 def _winners(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -103,6 +141,34 @@ def _better(new: dict[str, Any], old: dict[str, Any]) -> bool:
     if old.get("_checkpoint") is None:
         return False
     return new.get("_checkpoint") is None or new["completion_tokens"] > old["completion_tokens"]
+
+
+def _compiled(statement: Insert, dialect: Dialect
+              ) -> tuple[str, list[str], list[int], list[Any]]:
+    """The SQL, its parameters' names in order, where each parameter's value is in a row's
+    values followed by the statement's constants, and those constants."""
+    compiled = statement.compile(dialect=dialect, column_keys=_COLUMNS)
+    names = list(compiled.positiontup or ()) if dialect.positional else list(compiled.params)
+    constants: list[Any] = []
+    slots = []
+    for name in names:
+        if name in _COLUMNS:
+            slots.append(_COLUMNS.index(name))
+        else:  # a literal of the statement, CHECKPOINT_SOURCE in the conflict rule
+            slots.append(len(_COLUMNS) + len(constants))
+            constants.append(compiled.params[name])
+    return compiled.string, names, slots, constants
+
+
+def _processors(dialect: Dialect) -> list[tuple[int, Callable[[Any], Any]]]:
+    """SQLAlchemy's own conversion of each column's values for this driver (SQLite: datetimes
+    to text, decimals to floats), so that the rows read back as before."""
+    found: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, column in enumerate(usage.columns):
+        process = column.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            found.append((i, process))
+    return found
 
 
 def _statement(dialect: str) -> Insert:
