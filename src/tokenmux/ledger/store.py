@@ -53,6 +53,8 @@ class Store:
         self._sql, self._names, self._slots, self._constants = _compiled(
             _statement(dialect.name), dialect)
         self._positional = dialect.positional
+        # SQLite's order is the columns' then the constants': the values go as they are.
+        self._in_order = self._positional and self._slots == list(range(len(self._slots)))
         self._errors = dialect.loaded_dbapi.Error
         self._processors = _processors(dialect)
 
@@ -109,6 +111,8 @@ class Store:
         values = [*row, *self._constants]
         for i, process in self._processors:
             values[i] = process(values[i])
+        if self._in_order:
+            return tuple(values)
         ordered = tuple(values[i] for i in self._slots)
         return ordered if self._positional else dict(zip(self._names, ordered, strict=True))
 
