@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -10,12 +11,16 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import openai
+import psycopg
 import pytest
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -32,15 +37,55 @@ PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGL
                  "DEEPSEEK_API_KEY", "XAI_API_KEY")
 
 
+# The database of every gateway the suite starts through `config_for` or `started_gateway`: a
+# SQLite file in its directory, or, with TOKENMUX_TEST_DATABASE=postgresql, a PostgreSQL
+# database of its own on the server of TOKENMUX_TEST_POSTGRES_URL (made here, dropped when the
+# session ends), so that the same tests show the gateway on both. Tests of SQLite itself (its
+# file, its locks, its write-ahead folder beside it) name their file.
+ON_POSTGRES = os.environ.get("TOKENMUX_TEST_DATABASE", "sqlite") == "postgresql"
+POSTGRES_URL = os.environ.get("TOKENMUX_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/postgres")
+_MADE: list[str] = []
+
+
+def database_for(directory: Path, *, sqlite: bool = False) -> str:
+    if sqlite or not ON_POSTGRES:
+        return f"{directory}/gateway.db"
+    name = f"tm_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    _MADE.append(name)
+    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_made_databases() -> Iterator[None]:
+    yield
+    if _MADE:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            for name in _MADE:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _as_sqlite_gives(value: Any) -> Any:
+    """A PostgreSQL value as the suite reads the same column from SQLite."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def config_for(directory: Path, upstream: FakeOpenAI, extra: str = "") -> str:
+def config_for(directory: Path, upstream: FakeOpenAI, extra: str = "", *,
+               sqlite: bool = False) -> str:
     return textwrap.dedent(f"""\
-        database: {directory}/gateway.db
+        database: {database_for(directory, sqlite=sqlite)}
         admin_key: {ADMIN_KEY}
         server: {{max_request_bytes: 65536}}
         ledger: {{flush_interval_ms: 50}}
@@ -82,7 +127,7 @@ def config_for(directory: Path, upstream: FakeOpenAI, extra: str = "") -> str:
 def started_gateway(directory: Path, config: str) -> Gateway:
     """A running gateway whose config is the suite's basics (database, admin key, a quick ledger)
     followed by CONFIG: its providers, models and routing."""
-    basics = (f"database: {directory}/gateway.db\nadmin_key: {ADMIN_KEY}\n"
+    basics = (f"database: {database_for(directory)}\nadmin_key: {ADMIN_KEY}\n"
               "ledger: {flush_interval_ms: 50}\n")
     return Gateway(directory, basics + textwrap.dedent(config)).start()
 
@@ -103,6 +148,8 @@ class Gateway:
             self.env.pop(name, None)
         self.process: subprocess.Popen[str] | None = None
         self.output = ""
+        named = re.search(r"^database: *(\S+)", config_text or "", re.MULTILINE)
+        self.database = named.group(1) if named else None
 
     def _config_args(self) -> list[str]:
         return ["--config", str(self.config)] if self.config else []
@@ -176,13 +223,33 @@ class Gateway:
                           content=content, json=None if content is not None else body,
                           timeout=30, **kwargs)
 
-    def rows(self, **where: Any) -> list[dict[str, Any]]:
+    @property
+    def wal_dir(self) -> Path:
+        """Where the ledger's write-ahead segments are, by default, for this gateway's
+        database: beside a SQLite file, or in the config's folder for a database URL."""
+        if self.database is not None and "://" in self.database:
+            return (self.config or self.directory).parent / "tokenmux-ledger"
+        return self.directory / "gateway.db.ledger"
+
+    def sql(self, statement: str, *params: Any) -> list[dict[str, Any]]:
+        """Runs STATEMENT (`?` for each of PARAMS) on the gateway's database, SQLite or
+        PostgreSQL, and gives the rows it returns as SQLite would."""
+        if self.database is not None and self.database.startswith("postgresql://"):
+            with psycopg.connect(self.database) as conn, conn.cursor(
+                    row_factory=psycopg.rows.dict_row) as cursor:
+                cursor.execute(statement.replace("?", "%s").encode(), params)
+                found = cursor.fetchall() if cursor.description else []
+                return [{k: _as_sqlite_gives(v) for k, v in row.items()} for row in found]
         connection = sqlite3.connect(self.directory / "gateway.db")
         connection.row_factory = sqlite3.Row
         try:
-            rows = [dict(r) for r in connection.execute("SELECT * FROM usage ORDER BY created_at")]
+            with connection:
+                return [dict(r) for r in connection.execute(statement, params)]
         finally:
             connection.close()
+
+    def rows(self, **where: Any) -> list[dict[str, Any]]:
+        rows = self.sql("SELECT * FROM usage ORDER BY created_at")
         return [r for r in rows if all(r[k] == v for k, v in where.items())]
 
     def wait_row(self, request_id: str, timeout: float = 10) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 
@@ -53,12 +52,9 @@ def test_keys_create_list_revoke(gateway):
     assert secret.startswith("tm-") and len(secret) > 40
     listing = gateway.cli("keys", "list").stdout
     assert "cli-team" in listing and secret not in listing and secret[:10] in listing
-    database = gateway.directory / "gateway.db"
-    with sqlite3.connect(database) as conn:
-        stored = conn.execute("SELECT key_hash, rpm, tpm FROM api_keys WHERE name='cli-team'"
-                              ).fetchone()
-    assert secret not in stored[0] and len(stored[0]) == 64
-    assert stored[1:] == (5, 900)
+    [stored] = gateway.sql("SELECT key_hash, rpm, tpm FROM api_keys WHERE name='cli-team'")
+    assert secret not in stored["key_hash"] and len(stored["key_hash"]) == 64
+    assert (stored["rpm"], stored["tpm"]) == (5, 900)
     gateway.cli("keys", "revoke", "cli-team")
     assert "cli-team" not in gateway.cli("keys", "list").stdout
     assert "revoked" in gateway.cli("keys", "list", "--all").stdout

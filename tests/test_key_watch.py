@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +20,6 @@ def watched(tmp_path: Path) -> Iterator[Gateway]:
     running.stop()
 
 
-def _sql(gateway: Gateway, statement: str) -> None:
-    with sqlite3.connect(gateway.directory / "gateway.db") as conn:
-        conn.execute(statement)
-
-
 def _health(gateway: Gateway) -> httpx.Response:
     return httpx.get(gateway.base_url + "/health", timeout=10)
 
@@ -33,8 +27,8 @@ def _health(gateway: Gateway) -> httpx.Response:
 def test_a_key_row_with_an_unknown_tier_stops_neither_the_watch_nor_the_others(watched):
     secret = watched.cli("keys", "create", "--name", "kept").stdout.split()[-1]
     assert watched.post(ECHO, key=secret).status_code == 200
-    _sql(watched, "INSERT INTO api_keys (id, name, key_hash, prefix, is_admin, tier, "
-                  "created_at, updated_at) VALUES ('key_odd', 'odd', 'ab', 'tm-odd', 0, "
+    watched.sql("INSERT INTO api_keys (id, name, key_hash, prefix, is_admin, tier, "
+                  "created_at, updated_at) VALUES ('key_odd', 'odd', 'ab', 'tm-odd', false, "
                   "'warp', '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
     assert wait_until(lambda: "key_odd is left out: unknown tier 'warp'" in watched.log_so_far())
     # Revocation reaches the gateway only through the watch: it is still running.
@@ -46,14 +40,14 @@ def test_a_key_row_with_an_unknown_tier_stops_neither_the_watch_nor_the_others(w
 
 def test_health_says_stale_while_keys_cannot_be_read_and_ok_once_they_can(watched):
     assert _health(watched).json()["keys"] == "ok"
-    _sql(watched, "ALTER TABLE api_keys RENAME TO api_keys_away")
+    watched.sql("ALTER TABLE api_keys RENAME TO api_keys_away")
     try:
         # Twenty polls of half a second without a good refresh.
         assert wait_until(lambda: _health(watched).json()["keys"] == "stale", timeout=30)
         health = _health(watched)
         assert (health.status_code, health.json()["status"]) == (503, "unavailable")
     finally:
-        _sql(watched, "ALTER TABLE api_keys_away RENAME TO api_keys")
+        watched.sql("ALTER TABLE api_keys_away RENAME TO api_keys")
     assert wait_until(lambda: _health(watched).status_code == 200, timeout=10)
     assert _health(watched).json()["keys"] == "ok"
     log = watched.log_so_far()

@@ -111,7 +111,8 @@ def _waiting_rows(directory) -> set[str]:
 
 
 def test_rows_survive_a_database_outage_through_the_spool(tmp_path, upstream):
-    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    # SQLite's own outage (test_postgres_outage.py cuts PostgreSQL's connections instead).
+    running = Gateway(tmp_path, config_for(tmp_path, upstream, sqlite=True)).start()
     database = tmp_path / "gateway.db"
     try:
         # Take the ledger table away under the running gateway: its writes must fail.

@@ -120,7 +120,7 @@ def test_kill_9_under_load_loses_no_answered_row_and_bills_cut_streams(tmp_path,
         restarted.stop()
     # A clean stop of the restarted gateway writes nothing more and leaves no segment behind.
     assert _counts(restarted) == counts
-    assert not list((tmp_path / "gateway.db.ledger").glob("*/seg-*.jsonl"))
+    assert not list(running.wal_dir.glob("*/seg-*.jsonl"))
 
 
 def test_a_cut_stream_is_billed_a_token_per_four_characters_up_to_its_checkpoint(tmp_path,
@@ -144,7 +144,7 @@ def test_a_cut_stream_is_billed_a_token_per_four_characters_up_to_its_checkpoint
 
     def checkpointed() -> bool:
         return any(b"checkpointed" in segment.read_bytes() for segment in
-                   (tmp_path / "gateway.db.ledger").glob("*/seg-*.jsonl"))
+                   running.wal_dir.glob("*/seg-*.jsonl"))
 
     client = threading.Thread(target=stream, daemon=True)
     try:
@@ -171,7 +171,7 @@ def test_a_cut_stream_is_billed_a_token_per_four_characters_up_to_its_checkpoint
 
 
 def test_a_locked_database_then_kill_9_loses_no_row(tmp_path, upstream):
-    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    running = Gateway(tmp_path, config_for(tmp_path, upstream, sqlite=True)).start()
     lock = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None, timeout=30)
     try:
         lock.execute("BEGIN EXCLUSIVE")  # the writer's inserts now wait (busy timeout 10 s)
@@ -224,7 +224,7 @@ def _chat(running: Gateway, rid: str) -> httpx.Response:
 
 def test_a_full_disk_keeps_rows_in_memory_refuses_when_nowhere_and_recovers(tmp_path, upstream):
     with _small_disk(tmp_path / "small", "2m") as disk:
-        config = config_for(tmp_path, upstream).replace(
+        config = config_for(tmp_path, upstream, sqlite=True).replace(
             "ledger: {flush_interval_ms: 50}",
             f"ledger: {{flush_interval_ms: 50, max_pending: 5, retry_max_ms: 400, "
             f"wal_dir: {disk}/wal}}")
@@ -351,7 +351,7 @@ def test_the_old_spool_file_is_replayed_once(tmp_path, upstream):
            "latency_ms": 5.0, "ttft_ms": None}
     spool = tmp_path / "gateway.db.spool"
     spool.write_bytes(orjson.dumps(row) + b"\n" + b'{"torn": ')
-    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    running = Gateway(tmp_path, config_for(tmp_path, upstream, sqlite=True)).start()
     try:
         found = running.wait_row("old-req")
         assert found["cost_usd"] == pytest.approx(0.000011)
@@ -369,7 +369,7 @@ def test_the_old_spool_file_is_replayed_once(tmp_path, upstream):
 
 def test_a_row_the_database_refuses_goes_to_the_dead_letters_and_its_batch_lands(tmp_path,
                                                                                  upstream):
-    config = config_for(tmp_path, upstream).replace("ledger: {flush_interval_ms: 50}",
+    config = config_for(tmp_path, upstream, sqlite=True).replace("ledger: {flush_interval_ms: 50}",
                                                     "ledger: {flush_interval_ms: 1000}")
     running = Gateway(tmp_path, config).start()
     with sqlite3.connect(tmp_path / "gateway.db") as conn:
@@ -388,7 +388,7 @@ def test_a_row_the_database_refuses_goes_to_the_dead_letters_and_its_batch_lands
         health = _health(running)
         assert (health.status_code, health.json()["ledger"]) == (200, "ok")
         assert health.json()["ledger_detail"]["dead_letters"] == 1
-        dead = (tmp_path / "gateway.db.ledger" / "dead-letter.jsonl").read_text().splitlines()
+        dead = (running.wal_dir / "dead-letter.jsonl").read_text().splitlines()
         assert len(dead) == 1 and "dl-1" in dead[0] and "refused by the test" in dead[0]
         assert _chat(running, "after").status_code == 200
         running.wait_row("after")
@@ -414,7 +414,7 @@ def test_a_row_that_cannot_be_encoded_goes_to_the_dead_letters_and_the_answer_is
         health = _health(running)
         assert (health.status_code, health.json()["ledger"]) == (200, "ok")
         assert health.json()["ledger_detail"]["dead_letters"] == 1
-        dead = (tmp_path / "gateway.db.ledger" / "dead-letter.jsonl").read_text().splitlines()
+        dead = (running.wal_dir / "dead-letter.jsonl").read_text().splitlines()
         assert len(dead) == 1
         entry = orjson.loads(dead[0])
         assert "cannot be encoded" in entry["reason"]
@@ -428,7 +428,7 @@ def test_a_row_that_cannot_be_encoded_goes_to_the_dead_letters_and_the_answer_is
 
 def test_a_live_streams_checkpoint_is_never_a_row_through_a_database_outage(tmp_path,
                                                                             upstream):
-    running = Gateway(tmp_path, config_for(tmp_path, upstream)).start()
+    running = Gateway(tmp_path, config_for(tmp_path, upstream, sqlite=True)).start()
     received: list[str] = []
 
     def stream() -> None:
@@ -442,7 +442,7 @@ def test_a_live_streams_checkpoint_is_never_a_row_through_a_database_outage(tmp_
 
     def checkpointed() -> bool:
         return any(b'"live"' in segment.read_bytes() for segment in
-                   (tmp_path / "gateway.db.ledger").glob("*/seg-*.jsonl"))
+                   running.wal_dir.glob("*/seg-*.jsonl"))
 
     client = threading.Thread(target=stream, daemon=True)
     with sqlite3.connect(tmp_path / "gateway.db") as conn:

@@ -129,7 +129,8 @@ def test_three_instances_admit_exactly_a_keys_rpm(tmp_path: Path, upstream: Fake
         refused = next(a for a in answers if a.status_code == 429)
         assert int(refused.headers["Retry-After"]) >= 1
         assert "50 requests per minute" in refused.json()["error"]["message"]
-        assert all(health(g)["limits"] == "redis" for g in fleet.gateways)
+        assert all(health(g)["limits"] == health(g)["budgets"] == "redis"
+                   for g in fleet.gateways)
     finally:
         fleet.stop()
 
@@ -207,7 +208,7 @@ def test_redis_away_degrades_to_in_process_shares_and_comes_back(
         assert all(wait_until(lambda g=g: health(g)["redis"] == "degraded", timeout=20)
                    for g in fleet.gateways)
         first = health(fleet.gateways[0])
-        assert first["status"] == "ok" and first["limits"] == "split 1/2"
+        assert first["status"] == "ok" and first["limits"] == first["budgets"] == "split 1/2"
         assert {a.headers["x-ratelimit-limit-requests"] for a in answers[-10:]} == {"20"}
         assert "Redis does not answer" in fleet.gateways[0].log_so_far()
         restart()

@@ -97,4 +97,4 @@ def test_a_stop_with_nothing_in_flight_is_prompt(tmp_path, upstream):
     assert code == 0 and took < 10, took  # the default grace is 30 s: it was not waited for
     assert len(running.rows()) == 1
     # Nothing is left on disk for a next start.
-    assert not list((tmp_path / "gateway.db.ledger").glob("*/seg-*.jsonl"))
+    assert not list(running.wal_dir.glob("*/seg-*.jsonl"))

@@ -61,7 +61,7 @@ def test_two_workers_serve_one_port_and_the_ledger_names_each(two_workers: Gatew
     assert wait_until(lambda: len(pids_seen(gateway, 20)) == 2, timeout=60), pids_seen(gateway)
     first = health(gateway)
     assert first["workers"] == 2
-    assert first["limits"] == "split 1/2"
+    assert first["limits"] == first["budgets"] == "split 1/2"
     assert first["instance"] in (f"{HOST}:{gateway.port}/0", f"{HOST}:{gateway.port}/1")
     for n in range(40):
         assert ask(gateway, f"spread-{n}").status_code == 200

@@ -116,11 +116,29 @@ class RateLimited(GatewayError):
         self.type = kind
 
     def headers(self) -> dict[str, str]:
-        # Retry-After is whole seconds; rounding down would invite a retry that fails again.
-        return {
-            "Retry-After": str(max(1, math.ceil(self.retry_after))),
-            "retry-after-ms": str(max(1, math.ceil(self.retry_after * 1000))),
-        }
+        return _retry_in(self.retry_after)
+
+
+def _retry_in(seconds: float) -> dict[str, str]:
+    # Retry-After is whole seconds; rounding down would invite a retry that fails again.
+    return {"Retry-After": str(max(1, math.ceil(seconds))),
+            "retry-after-ms": str(max(1, math.ceil(seconds * 1000)))}
+
+
+class ChannelsAtQuota(GatewayError):
+    """Every channel that could answer is at its upstream account's rate limit, for longer than
+    the request's deadline could wait."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "upstream_quota_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return _retry_in(self.retry_after)
 
 
 class DeadlineExceeded(GatewayError):

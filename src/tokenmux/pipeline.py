@@ -177,8 +177,8 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
         if principal.budget is not None:
             billing.budget = await gw.budgets.admit(principal, worst_cost(
                 gw.catalog, routes, prompt, answers, request.max_output))
-        billing.reservation = await gw.limiter.admit(
-            principal, prompt + answers * entry.answer_estimate(request.max_output, prompt))
+        estimate = prompt + answers * entry.answer_estimate(request.max_output, prompt)
+        billing.reservation = await gw.limiter.admit(principal, estimate)
         if (request.compression is not None or inbound.compression is not None
                 or principal.compression or entry.compression is not None):
             outcome.compressed = await _compress(gw, inbound, principal, request, entry, routes,
@@ -198,7 +198,7 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
             completion = await attempt_in_turn(
                 routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
                 lambda route, limit: gw.providers[route.provider].complete(call(route, limit)),
-                limits_itself=True, max_attempts=most)
+                limits_itself=True, max_attempts=most, quotas=gw.limiter, estimate=estimate)
             outcome.usage = completion.usage
             billing.charge()
             return Answer(completion.body,
@@ -206,7 +206,7 @@ async def _answer(gw: Gateway, inbound: Inbound, principal: Principal, sink: Sse
         opened = await attempt_in_turn(
             routes, deadline, gw.config.routing, outcome.attempts, gw.rng,
             lambda route, _: _open(gw.providers[route.provider], call(route)), _OpenStream.close,
-            max_attempts=most)
+            max_attempts=most, quotas=gw.limiter, estimate=estimate)
         outcome.ttft = time.perf_counter() - inbound.started
         assert outcome.attempts.route is not None
         served = call(outcome.attempts.route)
@@ -365,9 +365,11 @@ class _Billing:
             self.slot.release()
         outcome.attempts.release()
         usage = outcome.usage or Usage(source="none")
+        answered = usage.prompt_tokens + usage.completion_tokens
+        outcome.attempts.settle(answered)
         if self.reservation is not None:
             spent = 0 if outcome.compressed is None else outcome.compressed.spent
-            self.reservation.settle(usage.prompt_tokens + usage.completion_tokens + spent)
+            self.reservation.settle(answered + spent)
         row = _row(self.inbound, self.principal, self.request, outcome, usage)
         if self.budget is not None:
             self.charge()

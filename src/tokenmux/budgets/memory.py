@@ -43,6 +43,10 @@ class MemoryBudgets:
     def share(self) -> int:
         return self._share
 
+    def scope(self) -> str:
+        """Where each key's budget is held, as `/health` says it (as the limits say theirs)."""
+        return "process" if self._share == 1 else f"split 1/{self._share}"
+
     async def admit(self, principal: Principal, worst: int) -> Hold:
         assert principal.budget is not None
         if principal.key_id not in self._known:

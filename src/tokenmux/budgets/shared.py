@@ -62,6 +62,9 @@ class SharedBudgets:
         with contextlib.suppress(*FAILURES):  # Redis away at start: seeded when it is back
             await asyncio.gather(*(self._learn(p) for p in principals if p.budget is not None))
 
+    def scope(self) -> str:
+        return self._local().scope() if self._pool.down else "redis"
+
     def _spending(self, key_id: str, period: str) -> str:
         return self._pool.key("budget", key_id, period)
 

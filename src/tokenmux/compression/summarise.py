@@ -23,7 +23,7 @@ from tokenmux.routing.plan import plan
 from tokenmux.routing.retry import Attempts, Deadline, attempt_in_turn
 from tokenmux.routing.tiers import NAMES as TIER_NAMES
 from tokenmux.routing.tiers import Tier
-from tokenmux.tokens import message_text
+from tokenmux.tokens import estimate_prompt, message_text, messages_size
 
 if TYPE_CHECKING:
     from tokenmux.gateway import Gateway
@@ -93,7 +93,8 @@ async def summarise(gw: Gateway, entry: ModelEntry, messages: list[dict[str, Any
             routes, budget, gw.config.routing, attempts, gw.rng,
             lambda route, limit: gw.providers[route.provider].complete(
                 Call(request, route, request_id, limit, dropped(body, route.drop))),
-            limits_itself=True)
+            limits_itself=True, quotas=gw.limiter,
+            estimate=estimate_prompt(messages_size(messages)) + max_tokens)
         usage = completion.usage
         text = _text(completion.body)
         if not text:
@@ -109,6 +110,7 @@ async def summarise(gw: Gateway, entry: ModelEntry, messages: list[dict[str, Any
         raise
     finally:
         attempts.release()
+        attempts.settle(usage.prompt_tokens + usage.completion_tokens)
         gw.ledger.record(UsageRow(
             request_id=request_id, key_id=principal.key_id, key_name=principal.name,
             end_user=None, requested_model=entry.name, route=attempts.route,

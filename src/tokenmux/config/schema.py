@@ -67,6 +67,10 @@ class Channel(Strict):
     weight: float = Field(1.0, gt=0, description="share among channels of equal priority")
     # Requests in flight at once on this channel; beyond it they queue by tier, then deadline.
     max_concurrency: int | None = Field(None, ge=1)
+    # The upstream account's own limits on this model: the gateway paces to them (across the
+    # fleet, with Redis) and moves on to the next channel rather than be refused a 429.
+    rpm: int | None = Field(None, ge=1, description="requests per minute the upstream allows")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute the upstream allows")
 
 
 class Fallback(Strict):

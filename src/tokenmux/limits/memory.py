@@ -87,6 +87,16 @@ def refusal(principal: Principal, kind: str, wait: float, headers: dict[str, str
     return refused
 
 
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """What a bucket lacks: which one ("requests" or "tokens"), and the seconds until it has
+    it; with the rate-limit headers as they stand."""
+
+    kind: str
+    wait: float
+    headers: dict[str, str]
+
+
 @dataclass(slots=True)
 class Reservation:
     bucket: _Bucket | None = None
@@ -135,7 +145,7 @@ class MemoryLimiter:
         """Where a key's limits are held, as `/health` says it."""
         return "process" if self._share == 1 else f"split 1/{self._share}"
 
-    def _part(self) -> str:
+    def part(self) -> str:
         return f" (this worker holds 1/{self._share} of it)" if self._share > 1 else ""
 
     async def admit(self, principal: Principal, estimated_tokens: int) -> Reservation:
@@ -144,17 +154,29 @@ class MemoryLimiter:
     def reserve(self, principal: Principal, estimated_tokens: int) -> Reservation:
         if principal.rpm is None and principal.tpm is None:
             return Reservation()
+        taken = self.take(principal.key_id, principal.rpm, principal.tpm, estimated_tokens)
+        if isinstance(taken, Shortfall):
+            raise refusal(principal, taken.kind, taken.wait, taken.headers, self.part())
+        return taken
+
+    async def hold(self, name: str, rpm: int | None, tpm: int | None,
+                   estimated_tokens: int) -> Reservation | Shortfall:
+        return self.take(name, rpm, tpm, estimated_tokens)
+
+    def take(self, name: str, rpm: int | None, tpm: int | None,
+             estimated_tokens: int) -> Reservation | Shortfall:
+        """One request and its estimated tokens from NAME's buckets (a key's id, or a
+        channel's quota), or what is missing."""
         now = self._now()
         requests = tokens = None
-        if principal.rpm is not None:
-            requests = self._bucket(self._requests, principal.key_id, principal.rpm, now)
-        if principal.tpm is not None:
-            tokens = self._bucket(self._tokens, principal.key_id, principal.tpm, now)
+        if rpm is not None:
+            requests = self._bucket(self._requests, name, rpm, now)
+        if tpm is not None:
+            tokens = self._bucket(self._tokens, name, tpm, now)
         if requests is not None:
             wait = requests.wait_for(1)
             if wait > 0:
-                raise refusal(principal, "requests", wait, limit_headers(requests, tokens, now),
-                              self._part())
+                return Shortfall("requests", wait, limit_headers(requests, tokens, now))
         needed = 0
         if tokens is not None:
             # A request larger than the whole allowance waits for a full bucket, not forever,
@@ -162,8 +184,7 @@ class MemoryLimiter:
             needed = min(estimated_tokens, tokens.capacity_int)
             wait = tokens.wait_for(needed)
             if wait > 0:
-                raise refusal(principal, "tokens", wait, limit_headers(requests, tokens, now),
-                              self._part())
+                return Shortfall("tokens", wait, limit_headers(requests, tokens, now))
             tokens.level -= needed
         if requests is not None:
             requests.level -= 1

@@ -23,7 +23,14 @@ from redis.commands.core import AsyncScript
 
 from tokenmux.auth.keys import Principal
 from tokenmux.errors import LimitsUnavailable
-from tokenmux.limits.memory import MemoryLimiter, Reservation, _Bucket, limit_headers, refusal
+from tokenmux.limits.memory import (
+    MemoryLimiter,
+    Reservation,
+    Shortfall,
+    _Bucket,
+    limit_headers,
+    refusal,
+)
 from tokenmux.state import RedisPool
 from tokenmux.state.redis_pool import FAILURES
 
@@ -40,16 +47,16 @@ def _script(name: str) -> str:
 @dataclass(slots=True)
 class SharedReservation(Reservation):
     limiter: SharedLimiter | None = None
-    principal: Principal | None = None
+    tokens_key: str = ""  # the shared tokens bucket, in Redis
 
     def settle(self, actual_tokens: int) -> None:
         if self.settled:
             return
         reserved = self.reserved
         Reservation.settle(self, actual_tokens)  # the local copy, for the answer's headers
-        if (self.limiter is not None and self.principal is not None and self.bucket is not None
-                and actual_tokens != reserved):
-            self.limiter.settle_later(self.principal, reserved - actual_tokens)
+        if self.limiter is not None and self.bucket is not None and actual_tokens != reserved:
+            self.limiter.settle_later(self.tokens_key, self.bucket.capacity_int,
+                                      reserved - actual_tokens)
 
 
 class SharedLimiter:
@@ -78,35 +85,39 @@ class SharedLimiter:
     def refusing(self) -> bool:
         return self.degraded and self._pool.closed
 
-    def _keys(self, principal: Principal) -> list[str]:
-        return [self._pool.key("rl", principal.key_id, "requests"),
-                self._pool.key("rl", principal.key_id, "tokens")]
-
     async def admit(self, principal: Principal, estimated_tokens: int) -> Reservation:
         if principal.rpm is None and principal.tpm is None:
             return Reservation()
+        taken = await self.hold(principal.key_id, principal.rpm, principal.tpm,
+                                estimated_tokens)
+        if isinstance(taken, Shortfall):
+            raise refusal(principal, taken.kind, taken.wait, taken.headers,
+                          "" if not self.degraded else self._in_process().part())
+        return taken
+
+    async def hold(self, name: str, rpm: int | None, tpm: int | None,
+                   estimated_tokens: int) -> Reservation | Shortfall:
+        """One request and its estimated tokens from NAME's shared buckets (a key's id, or a
+        channel's quota), or what is missing."""
         if self.degraded:
-            return self._degraded(principal, estimated_tokens)
+            return self._degraded(name, rpm, tpm, estimated_tokens)
         assert self._reserve is not None, "the shared limiter has not been started"
+        keys = [self._pool.key("rl", name, "requests"), self._pool.key("rl", name, "tokens")]
         try:
             verdict, wait, requests, tokens, reserved = await self._reserve(
-                keys=self._keys(principal),
-                args=["" if principal.rpm is None else principal.rpm,
-                      "" if principal.tpm is None else principal.tpm,
-                      estimated_tokens, KEEP_MS])
+                keys=keys, args=["" if rpm is None else rpm, "" if tpm is None else tpm,
+                                 estimated_tokens, KEEP_MS])
         except FAILURES as exc:
             self._pool.failed(exc)
-            return self._degraded(principal, estimated_tokens)
+            return self._degraded(name, rpm, tpm, estimated_tokens)
         now = time.monotonic()
-        request_bucket = None if principal.rpm is None else _Bucket(
-            float(principal.rpm), float(requests), now)
-        token_bucket = None if principal.tpm is None else _Bucket(
-            float(principal.tpm), float(tokens), now)
+        request_bucket = None if rpm is None else _Bucket(float(rpm), float(requests), now)
+        token_bucket = None if tpm is None else _Bucket(float(tpm), float(tokens), now)
         if verdict != b"ok":
-            raise refusal(principal, verdict.decode(), float(wait), limit_headers(
-                request_bucket, token_bucket, now), "")
+            return Shortfall(verdict.decode(), float(wait),
+                             limit_headers(request_bucket, token_bucket, now))
         return SharedReservation(token_bucket, int(reserved), requests=request_bucket,
-                                 limiter=self, principal=principal)
+                                 limiter=self, tokens_key=keys[1])
 
     def _in_process(self) -> MemoryLimiter:
         """The buckets of the current outage, each holding this instance's part."""
@@ -115,19 +126,20 @@ class SharedLimiter:
             self._fallback = MemoryLimiter(share=self._pool.instances)
         return self._fallback
 
-    def _degraded(self, principal: Principal, estimated_tokens: int) -> Reservation:
+    def _degraded(self, name: str, rpm: int | None, tpm: int | None,
+                  estimated_tokens: int) -> Reservation | Shortfall:
         if self._pool.closed:
             raise LimitsUnavailable(
                 "The rate limits' shared store is unreachable and the gateway is configured "
                 "to refuse rather than guess (redis_failure: closed). Retry shortly.")
-        return self._in_process().reserve(principal, estimated_tokens)
+        return self._in_process().take(name, rpm, tpm, estimated_tokens)
 
-    def settle_later(self, principal: Principal, delta: int) -> None:
-        """Owed to the key's shared bucket; sent with the others owed within SETTLE_EVERY_S, in
+    def settle_later(self, tokens_key: str, tpm: int, delta: int) -> None:
+        """Owed to a shared tokens bucket; sent with the others owed within SETTLE_EVERY_S, in
         one round trip, so that a settle costs the request path next to nothing."""
-        if self.degraded or principal.tpm is None:
+        if self.degraded:
             return
-        bucket = (self._keys(principal)[1], principal.tpm)
+        bucket = (tokens_key, tpm)
         self._owed[bucket] = self._owed.get(bucket, 0) + delta
         if self._flush is None or self._flush.done():
             self._flush = asyncio.get_running_loop().create_task(self._settle_owed())

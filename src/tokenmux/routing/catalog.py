@@ -12,6 +12,7 @@ from tokenmux.routing.admission import Gate
 from tokenmux.routing.health import ChannelHealth
 from tokenmux.routing.params import TRIMS_TOOL_CALLS, to_drop
 from tokenmux.routing.pricing import list_price
+from tokenmux.routing.quota import Quota
 
 ECHO_PROVIDER = "tokenmux"
 DEFAULT_OUTPUT_ESTIMATE = 1024  # tokens; a long answer for most chat models, cheap to settle
@@ -42,6 +43,8 @@ class Route:
     drop: frozenset[str] = field(default=frozenset(), compare=False)
     # The API cannot be told `parallel_tool_calls: false`: the gateway keeps the first call.
     trims_tool_calls: bool = field(default=False, compare=False)
+    # The upstream account's rpm/tpm on this channel (routing/quota.py); None: none stated.
+    quota: Quota | None = field(default=None, compare=False, repr=False)
 
     @property
     def unit_price(self) -> float | None:
@@ -115,6 +118,7 @@ class Catalog:
         breaker = config.routing.breaker
         healths: dict[str, ChannelHealth] = {}
         gates: dict[str, Gate] = {}
+        quotas: dict[str, Quota] = {}
         entries: list[ModelEntry] = []
         if config.echo_model:
             free = Price(input=0, output=0, cached_input=None)
@@ -131,6 +135,10 @@ class Catalog:
                 gate = None
                 if channel.max_concurrency is not None:
                     gate = gates.setdefault(name, Gate(channel.max_concurrency))
+                quota = quotas.get(name)
+                if quota is None and (channel.rpm is not None or channel.tpm is not None):
+                    # One upstream account's limit: the first model to state it sets it.
+                    quota = quotas[name] = Quota(f"channel:{name}", channel.rpm, channel.tpm)
                 price = list_price(model.price, provider.price_provider, provider.base_url,
                                    channel.model)
                 routes.append(Route(
@@ -139,6 +147,7 @@ class Catalog:
                     provider.base_url, channel.priority, channel.weight, health, gate, price,
                     drop=to_drop(provider, model.sampling),
                     trims_tool_calls=provider.kind in TRIMS_TOOL_CALLS,
+                    quota=quota,
                 ))
             own[model.name] = tuple(routes)
         canonical = {alias: m.name for m in config.models for alias in (m.name, *m.aliases)}

@@ -23,14 +23,17 @@ from typing import Generic, TypeVar
 
 from tokenmux.config.schema import Routing
 from tokenmux.errors import (
+    ChannelsAtQuota,
     DeadlineExceeded,
     GatewayError,
     UpstreamFailed,
     UpstreamRejected,
     UpstreamTimeout,
 )
+from tokenmux.limits.memory import Reservation, Shortfall
 from tokenmux.routing.admission import Gate
 from tokenmux.routing.catalog import Route
+from tokenmux.routing.quota import Holder, QuotaSpent
 from tokenmux.routing.tiers import Tier
 
 T = TypeVar("T")
@@ -69,6 +72,7 @@ class Attempts:
     route: Route | None = None
     queue_seconds: float = 0.0
     gate: Gate | None = None  # the winner's concurrency slot, held until the answer is out
+    quota: Reservation | None = None  # the winner's hold on its channel's upstream quota
     # Each failed attempt that moved on: its model, and why (see `left_because`).
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -76,6 +80,11 @@ class Attempts:
         if self.gate is not None:
             self.gate.leave()
             self.gate = None
+
+    def settle(self, tokens: int) -> None:
+        """The answer's real token count, in place of the estimate its channel's quota held."""
+        if self.quota is not None:
+            self.quota.settle(tokens)
 
 
 def retryable(error: GatewayError) -> bool:
@@ -114,15 +123,26 @@ class _Turns(Generic[T]):
     """One request's attempts: the state they share, and one attempt (a leg) at a time."""
 
     def __init__(self, deadline: Deadline, attempts: Attempts, attempt: Attempt[T],
-                 discard: Callable[[T], Awaitable[None]] | None):
+                 discard: Callable[[T], Awaitable[None]] | None, quotas: Holder | None,
+                 estimate: int):
         self.deadline = deadline
         self.attempts = attempts
         self.attempt = attempt
         self.discard = discard
+        self.quotas = quotas
+        self.estimate = estimate  # the request's tokens, as its key's limits estimated them
 
-    async def leg(self, route: Route) -> tuple[T, Route]:
-        """One attempt on one channel, holding a slot of its concurrency limit when it wins."""
+    async def leg(self, route: Route) -> tuple[T, Route, Reservation | None]:
+        """One attempt on one channel, holding a slot of its concurrency limit and its share of
+        the channel's quota when it wins; QuotaSpent, without an attempt, when there is none."""
         attempts, health, gate = self.attempts, route.health, route.gate
+        held = None
+        if route.quota is not None and self.quotas is not None:
+            quota = route.quota
+            taken = await self.quotas.hold(quota.name, quota.rpm, quota.tpm, self.estimate)
+            if isinstance(taken, Shortfall):
+                raise QuotaSpent(taken.wait)
+            held = taken
         attempts.count += 1
         if health.open_until:
             health.healthy(time.monotonic())  # after a cooldown, the first attempt is the probe
@@ -154,16 +174,17 @@ class _Turns(Generic[T]):
             health.released()
             raise
         health.succeeded(time.perf_counter() - started)
-        return result, route
+        return result, route, held
 
-    async def hedged(self, first: Route, second: Route, delay: float) -> tuple[T, Route]:
+    async def hedged(self, first: Route, second: Route, delay: float
+                     ) -> tuple[T, Route, Reservation | None]:
         tasks = [asyncio.create_task(self.leg(first))]
-        kept: asyncio.Task[tuple[T, Route]] | None = None
+        kept: asyncio.Task[tuple[T, Route, Reservation | None]] | None = None
         try:
             done, _ = await asyncio.wait(tasks, timeout=delay)
             if not done:
                 tasks.append(asyncio.create_task(self.leg(second)))
-            pending: set[asyncio.Task[tuple[T, Route]]] = set(tasks)
+            pending: set[asyncio.Task[tuple[T, Route, Reservation | None]]] = set(tasks)
             error: BaseException | None = None
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -173,6 +194,8 @@ class _Turns(Generic[T]):
                     failure = task.exception()
                     if failure is None:
                         kept = kept or task
+                    elif isinstance(failure, QuotaSpent) and task is not tasks[0]:
+                        continue  # the hedge's channel is at its quota: no hedge, then
                     elif isinstance(failure, GatewayError) and not retryable(failure):
                         raise failure  # the request itself is at fault: the other would agree
                     else:
@@ -192,8 +215,8 @@ class _Turns(Generic[T]):
                     continue  # failed or cancelled: its leg already gave back what it held
                 await self._drop(result)  # it answered too, a moment late: not billed
 
-    async def _drop(self, result: tuple[T, Route]) -> None:
-        value, route = result
+    async def _drop(self, result: tuple[T, Route, Reservation | None]) -> None:
+        value, route, _ = result
         if route.gate is not None:
             route.gate.leave()
         if self.discard is not None:
@@ -203,15 +226,21 @@ class _Turns(Generic[T]):
 async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing,
                           attempts: Attempts, rng: random.Random, attempt: Attempt[T],
                           discard: Callable[[T], Awaitable[None]] | None = None, *,
-                          limits_itself: bool = False, max_attempts: int | None = None) -> T:
+                          limits_itself: bool = False, max_attempts: int | None = None,
+                          quotas: Holder | None = None, estimate: int = 0) -> T:
     """Runs `attempt` on the plan's channels until one answers. On success `attempts.route` is
     the channel that answered and `attempts.gate` its concurrency slot, for the caller to
     release once the answer is out; `discard` closes an answer that lost a hedge.
     `max_attempts` raises the policy's cap for a request that asked for more fallback models.
 
     An attempt that `limits_itself` keeps to the time limit it is given, which spares the
-    common path an asyncio timeout of its own (a timer, a task lookup and a reschedule)."""
-    turns = _Turns(deadline, attempts, attempt, discard)
+    common path an asyncio timeout of its own (a timer, a task lookup and a reschedule).
+
+    A channel at its upstream quota (routing/quota.py, held in QUOTAS, ESTIMATE tokens a
+    request) is passed over without an attempt; when all are, the request waits for the first
+    to have room, within its deadline."""
+    turns = _Turns(deadline, attempts, attempt, discard, quotas, estimate)
+    at_quota: dict[str, float] = {}  # channel → seconds until it has room, this round
     last: GatewayError | None = None
     n = len(plan)
     i = 0
@@ -233,18 +262,26 @@ async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing
             raise deadline.exceeded(attempts.count)
         hedge = (attempts.tier == Tier.LUDICROUS and cap - attempts.count >= 2
                  and n > 1 and plan[(i + 1) % n] is not route)
-        attempts.route = route
+        previous, attempts.route = attempts.route, route
         before = attempts.count
         try:
             if limits_itself and not hedge:
-                result, winner = await turns.leg(route)
+                result, winner, held = await turns.leg(route)
             else:
                 async with asyncio.timeout(remaining):
                     if hedge:
                         delay = route.health.p90() or policy.hedge_default_ms / 1000
-                        result, winner = await turns.hedged(route, plan[(i + 1) % n], delay)
+                        result, winner, held = await turns.hedged(route, plan[(i + 1) % n],
+                                                                  delay)
                     else:
-                        result, winner = await turns.leg(route)
+                        result, winner, held = await turns.leg(route)
+        except QuotaSpent as spent:
+            attempts.route = previous  # nothing was sent there
+            at_quota[route.channel] = spent.wait
+            if len(at_quota) >= len({r.channel for r in plan}):
+                await _room(at_quota, deadline, route)
+            i += 1
+            continue
         except TimeoutError:
             raise deadline.exceeded(attempts.count) from None
         except GatewayError as error:
@@ -265,8 +302,20 @@ async def attempt_in_turn(plan: list[Route], deadline: Deadline, policy: Routing
                 continue
             i += attempts.count - before  # past the hedge's second channel too, if it ran
             continue
-        attempts.route, attempts.gate = winner, winner.gate
+        attempts.route, attempts.gate, attempts.quota = winner, winner.gate, held
         return result
     assert last is not None
     last.retries_spent = attempts.count > 1  # with one attempt, the client's retry is the only one
     raise last
+
+
+async def _room(at_quota: dict[str, float], deadline: Deadline, route: Route) -> None:
+    """Every channel of the plan is at its quota: waits for the first to have room, or, when
+    the deadline cannot wait that long, answers 429 with the time it would take."""
+    wait = min(at_quota.values())
+    if wait >= deadline.remaining():
+        raise ChannelsAtQuota(
+            f"Every channel of the model '{route.model}' is at its upstream's rate limit; "
+            f"one has room in {wait:.1f}s.", retry_after=wait)
+    await asyncio.sleep(wait)
+    at_quota.clear()

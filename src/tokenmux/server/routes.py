@@ -119,7 +119,7 @@ async def health(request: web.Request) -> web.Response:
             "instance": gateway.instance, "pid": os.getpid(), "workers": gateway.workers,
             # Where each key's rate limits are held: in this process whole, split over the
             # instances, or shared through Redis.
-            "limits": gateway.limiter.scope()}
+            "limits": gateway.limiter.scope(), "budgets": gateway.budgets.scope()}
     if gateway.redis is not None:
         body["redis"] = "degraded" if gateway.redis.down else "ok"
         body["instances"] = gateway.redis.instances  # seen alive in the last minute
