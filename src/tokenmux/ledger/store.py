@@ -10,11 +10,12 @@ A batch the database refuses as data (a constraint, a value too long) is written
 only the rows at fault go to the dead letters. Any other refusal is an outage: it is raised for
 the writer to retry.
 
-The upsert is compiled once, for the engine's dialect, and each batch goes to the driver's own
-`executemany` as tuples with SQLAlchemy's bind processing applied column by column: compiling,
-cache-keying and per-row parameter processing by SQLAlchemy cost more than the insert itself on
-SQLite, and they ran under the interpreter lock the request path needs. A driver's error is
-wrapped as SQLAlchemy wraps it, so the refusals read the same.
+On SQLite the upsert is compiled once, and each batch goes to the driver's own
+`executemany` (`exec_driver_sql`) as tuples with SQLAlchemy's bind processing applied column by
+column: compiling, cache-keying and per-row parameter processing by SQLAlchemy cost more than the
+insert itself on SQLite, and they ran under the interpreter lock the request path needs.
+SQLAlchemy still runs the transaction and wraps the driver's errors, so refusals and lost
+connections are handled as before.
 """
 
 from __future__ import annotations
@@ -50,12 +51,15 @@ class Store:
         self._dead = dead
         self._pricer = Pricer()
         dialect = engine.dialect
+        self._statement = _statement(dialect.name)
+        # PostgreSQL keeps SQLAlchemy's path: its batches go as multi-row VALUES, where psycopg's
+        # own executemany (pipeline mode) waited forever on a connection reset mid-batch.
+        self._driver = dialect.name == "sqlite"
         self._sql, self._names, self._slots, self._constants = _compiled(
-            _statement(dialect.name), dialect)
+            self._statement, dialect)
         self._positional = dialect.positional
         # SQLite's order is the columns' then the constants': the values go as they are.
         self._in_order = self._positional and self._slots == list(range(len(self._slots)))
-        self._errors = dialect.loaded_dbapi.Error
         self._processors = _processors(dialect)
 
     def write(self, records: list[dict[str, Any]]) -> int:
@@ -88,24 +92,20 @@ class Store:
         return written
 
     def _execute(self, rows: list[tuple[Any, ...]]) -> None:
+        if not self._driver:
+            with self._engine.begin() as conn:
+                conn.execute(self._statement, [dict(zip(_COLUMNS, row, strict=True))
+                                               for row in rows])
+            return
         try:
             params: list[Any] = [self._params(row) for row in rows]
         except Exception as exc:  # a value no column type takes: the row's fault
             raise StatementError(f"a value cannot be bound: {exc}", self._sql, None,
                                  exc) from exc
-        connection = self._engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.executemany(self._sql, params)
-            finally:
-                cursor.close()
-            connection.commit()
-        except self._errors as exc:
-            connection.rollback()
-            raise DBAPIError.instance(self._sql, params[:1], exc, self._errors) from exc
-        finally:
-            connection.close()  # back to the pool
+        # Driver SQL: SQLAlchemy's transaction, error wrapping and handling of a lost
+        # connection, without its compiling or parameter processing.
+        with self._engine.begin() as conn:
+            conn.exec_driver_sql(self._sql, params)
 
     def _params(self, row: tuple[Any, ...]) -> tuple[Any, ...] | dict[str, Any]:
         values = [*row, *self._constants]
