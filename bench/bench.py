@@ -201,6 +201,15 @@ def start_bare(tmp: Path, python: Path, upstream_port: int, port: int,
     return service
 
 
+def start_paced(tmp: Path, python: Path, port: int, chunks: int, gap_ms: float) -> Service:
+    """bench/paced.py: streams of CHUNKS content chunks GAP_MS apart (JSON at once)."""
+    service = start("paced", [str(python), str(BENCH_DIR / "paced.py"), "--port", str(port),
+                              "--chunks", str(chunks), "--gap-ms", str(gap_ms)],
+                    tmp / "paced.log")
+    wait_until(lambda: not port_free(port), service, "listening")
+    return service
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and of its live children (the workers under a
     supervisor), from /proc (Linux only; 0 elsewhere)."""

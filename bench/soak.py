@@ -295,12 +295,8 @@ def main() -> int:
     url = f"http://127.0.0.1:{args.gateway_port}/v1/chat/completions"
     loop = uvloop.new_event_loop()
     try:
-        paced = bench.start("paced", [str(args.python), str(bench.BENCH_DIR / "paced.py"),
-                                      "--port", str(args.upstream_port), "--chunks",
-                                      str(args.chunks), "--gap-ms", str(args.gap_ms)],
-                            tmp / "paced.log")
-        services.append(paced)
-        bench.wait_until(lambda: not bench.port_free(args.upstream_port), paced, "listening")
+        services.append(bench.start_paced(tmp, args.python, args.upstream_port, args.chunks,
+                                          args.gap_ms))
         gateway = bench.start_gateway(tmp, args.python, args.upstream_port, args.gateway_port,
                                       workers=args.workers)
         services.append(gateway)

@@ -159,12 +159,8 @@ def main() -> int:
     }
     loop = uvloop.new_event_loop()
     try:
-        paced = bench.start("paced", [str(args.python), str(bench.BENCH_DIR / "paced.py"),
-                                      "--port", str(args.upstream_port), "--chunks",
-                                      str(args.chunks), "--gap-ms", str(args.gap_ms)],
-                            tmp / "paced.log")
-        services.append(paced)
-        bench.wait_until(lambda: bench.port_free(args.upstream_port) is False, paced, "listening")
+        services.append(bench.start_paced(tmp, args.python, args.upstream_port, args.chunks,
+                                          args.gap_ms))
         services.append(bench.start_gateway(tmp, args.python, args.upstream_port,
                                             args.gateway_port))
 
