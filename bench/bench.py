@@ -1,8 +1,10 @@
 """The gateway benchmark: what tokenmux adds on top of an upstream that costs next to nothing.
 
 A static nginx plays the upstream, so that the difference between hitting it directly and hitting
-it through the gateway is the gateway's own cost. For a plain JSON completion and for a stream,
-wrk measures both paths at concurrency 1 (median latency) and at concurrency 32 (throughput).
+it through the gateway is the gateway's own cost. A bare aiohttp pass-through (bench/bare.py) on
+the same upstream is the floor a Python proxy cannot go under: `gateway / bare` is what the
+features cost. For a plain JSON completion and for a stream, wrk measures the three paths at
+concurrency 1 (median latency) and at concurrency 32 (throughput).
 
 Standard library only: it runs with whatever Python the project's venv has, before anything else
 is installed into it. `bench/run` installs nginx and wrk and then calls this file.
@@ -60,6 +62,7 @@ COMPRESSION_CASES = {
 # The issue's targets.
 MAX_ADDED_P50_MS = 1.0
 MIN_GATEWAY_RPS = 2000.0
+MIN_OVER_BARE = 0.9  # gateway req/s ÷ bare pass-through req/s at c=32
 
 # Load points: (name, wrk threads, connections). One thread per core at most: the machine also
 # runs nginx and the gateway, and wrk stealing their CPU would be measured as their slowness.
@@ -186,6 +189,27 @@ def start_gateway(tmp: Path, python: Path, upstream_port: int, port: int,
     return service
 
 
+def start_bare(tmp: Path, python: Path, upstream_port: int, port: int,
+               launcher: tuple[str, ...] = (), start_timeout: float = 60) -> Service:
+    """The floor: bench/bare.py, a pass-through with nothing but a pooled client."""
+    argv = [*launcher, str(python), str(BENCH_DIR / "bare.py"), "--port", str(port),
+            "--upstream", f"http://127.0.0.1:{upstream_port}"]
+    service = start("bare", argv, tmp / "bare.log")
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    wait_until(lambda: post(url, {"model": "bench-json", "messages": PROMPT})[0] == 200, service,
+               "serving", timeout=start_timeout)
+    return service
+
+
+def start_paced(tmp: Path, python: Path, port: int, chunks: int, gap_ms: float) -> Service:
+    """bench/paced.py: streams of CHUNKS content chunks GAP_MS apart (JSON at once)."""
+    service = start("paced", [str(python), str(BENCH_DIR / "paced.py"), "--port", str(port),
+                              "--chunks", str(chunks), "--gap-ms", str(gap_ms)],
+                    tmp / "paced.log")
+    wait_until(lambda: not port_free(port), service, "listening")
+    return service
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and of its live children (the workers under a
     supervisor), from /proc (Linux only; 0 elsewhere)."""
@@ -281,7 +305,7 @@ def verify(kind: str, url: str, body: dict, authorization: str | None, model: st
 @dataclass
 class Run:
     kind: str  # json | stream
-    path: str  # direct | gateway
+    path: str  # direct | bare | gateway (+key, +limits)
     load: str  # c1 | c32
     threads: int
     connections: int
@@ -294,10 +318,11 @@ class Run:
     p99_ms: float | None = None
     non_2xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
-    gateway_cpu_percent: float | None = None
-    # The gateway's CPU time per request served: unlike req/s, it barely moves when other work
-    # shares the machine, so it is the figure to compare before and after a change.
-    gateway_cpu_us_per_request: float | None = None
+    # The CPU of the server on the path (nginx for direct, bare.py, the gateway) during the run.
+    server_cpu_percent: float | None = None
+    # Its CPU time per request served: unlike req/s, it barely moves when other work shares the
+    # machine, so it is the figure to compare before and after a change.
+    server_cpu_us_per_request: float | None = None
 
     @property
     def errors(self) -> int:
@@ -359,14 +384,24 @@ def summarise(runs: list[Run]) -> dict:
         added = (None if direct.p50_ms is None or through.p50_ms is None
                  else through.p50_ms - direct.p50_ms)
         rps = by[(kind, "gateway", "c32")].rps
+        bare = by[(kind, "bare", "c32")]
+        ratio = rps / bare.rps if bare.rps else None
+        cpu, bare_cpu = (by[(kind, "gateway", "c32")].server_cpu_us_per_request,
+                         bare.server_cpu_us_per_request)
         errors = sum(r.errors for r in runs if r.kind == kind)
         summary[kind] = {
             "added_p50_ms": added,
             "gateway_rps_c32": rps,
+            "bare_rps_c32": bare.rps,
+            # The issue's figure: the gateway's throughput as a share of the floor's, same run.
+            "gateway_over_bare_rps_c32": ratio,
+            # The steady one: how many times the floor's CPU a request costs the gateway.
+            "gateway_over_bare_cpu_c32": (cpu / bare_cpu if cpu and bare_cpu else None),
             "errors": errors,
             "pass": {
                 "added_p50": added is not None and added <= MAX_ADDED_P50_MS,
                 "gateway_rps": rps >= MIN_GATEWAY_RPS,
+                "over_bare": ratio is not None and ratio >= MIN_OVER_BARE,
                 "errors": errors == 0,
             },
         }
@@ -379,15 +414,15 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 def table(runs: list[Run], summary: dict) -> str:
     lines = [
-        "| kind | path | load | req/s | p50 ms | p90 ms | p99 ms | gateway CPU | CPU µs/req "
+        "| kind | path | load | req/s | p50 ms | p90 ms | p99 ms | server CPU | CPU µs/req "
         "| errors |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
-        cpu = "" if r.gateway_cpu_percent is None else f"{r.gateway_cpu_percent:.0f}%"
+        cpu = "" if r.server_cpu_percent is None else f"{r.server_cpu_percent:.0f}%"
         lines.append(f"| {r.kind} | {r.path} | {r.load} | {fmt(r.rps, 0)} | {fmt(r.p50_ms, 3)} "
                      f"| {fmt(r.p90_ms, 3)} | {fmt(r.p99_ms, 3)} | {cpu} "
-                     f"| {fmt(r.gateway_cpu_us_per_request, 0)} | {r.errors} |")
+                     f"| {fmt(r.server_cpu_us_per_request, 0)} | {r.errors} |")
     lines += [
         "",
         "| target | json | stream |",
@@ -398,6 +433,9 @@ def table(runs: list[Run], summary: dict) -> str:
          lambda s: f"{fmt(s['added_p50_ms'], 3)} ms"),
         (f"gateway req/s at c=32 ≥ {MIN_GATEWAY_RPS:,.0f}", "gateway_rps",
          lambda s: f"{fmt(s['gateway_rps_c32'], 0)}"),
+        (f"gateway / bare req/s at c=32 ≥ {MIN_OVER_BARE:g}", "over_bare",
+         lambda s: f"{fmt(s['gateway_over_bare_rps_c32'], 2)} (CPU/req "
+                   f"{fmt(s['gateway_over_bare_cpu_c32'], 2)}x)"),
         ("errors (non-2xx + socket) = 0", "errors", lambda s: str(s["errors"])),
     )
     for label, key, show in rows:
@@ -460,9 +498,11 @@ def git_revision() -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-def measure(args: argparse.Namespace, tmp: Path, gateway: Service) -> list[Run]:
+def measure(args: argparse.Namespace, tmp: Path, servers: dict[str, Service]) -> list[Run]:
+    """SERVERS: the process behind each path (direct: nginx; bare; gateway), whose CPU counts."""
     upstream = f"http://127.0.0.1:{args.upstream_port}"
     through = f"http://127.0.0.1:{args.gateway_port}/v1/chat/completions"
+    floor = f"http://127.0.0.1:{args.bare_port}/v1/chat/completions"
     limited = limited_authorization(tmp, args.python) if args.limits else None
     json_url = f"{upstream}/json/v1/chat/completions"
     cases: dict[str, tuple[str, str, bool, list[dict], dict]] = {
@@ -483,16 +523,21 @@ def measure(args: argparse.Namespace, tmp: Path, gateway: Service) -> list[Run]:
         shape = "stream" if stream else "json"
         verify(shape, direct_url, {**body, "model": "static-model"}, None, "static-model")
         verify(shape, through, body, AUTHORIZATION, model)
+        # The floor renames the model in a JSON answer only: it relays a stream's bytes as
+        # they come.
+        verify(shape, floor, body, None, "static-model" if stream else model)
 
-        paths = [("direct", direct_url, None), ("gateway", through, AUTHORIZATION)]
+        paths = [("direct", direct_url, None), ("bare", floor, None),
+                 ("gateway", through, AUTHORIZATION)]
         if args.with_key:
             paths.append(("gateway+key", through, AUTHORIZATION))
         if limited is not None:
             verify(shape, through, body, limited, model)
             paths.append(("gateway+limits", through, limited))
         for path, url, auth in paths:
-            if path == "direct" and kind not in ("json", "stream"):
+            if path in ("direct", "bare") and kind not in ("json", "stream"):
                 continue  # the static upstream answers every body alike: measured once
+            server = servers[path.split("+")[0]]
             keyed = path == "gateway+key"
             for load, threads, connections in (LOW, HIGH):
                 if args.warmup:
@@ -500,21 +545,20 @@ def measure(args: argparse.Namespace, tmp: Path, gateway: Service) -> list[Run]:
                     # concurrency; done for the direct path too, so both sides start alike.
                     wrk(url, body_file, auth, threads, connections, args.warmup, keyed)
                 run = Run(kind, path, load, threads, connections, args.duration)
-                cpu_before = cpu_seconds(gateway.process.pid)
+                cpu_before = cpu_seconds(server.process.pid)
                 wall_before = time.monotonic()
                 parse_wrk(wrk(url, body_file, auth, threads, connections, args.duration, keyed),
                           run)
-                if path != "direct":
-                    used = cpu_seconds(gateway.process.pid) - cpu_before
-                    run.gateway_cpu_percent = 100 * used / (time.monotonic() - wall_before)
-                    if run.requests:
-                        run.gateway_cpu_us_per_request = 1e6 * used / run.requests
-                if not gateway.alive():
-                    raise BenchError(f"the gateway died during {kind} {path} {load}:\n"
-                                     f"{gateway.log_tail()}")
+                used = cpu_seconds(server.process.pid) - cpu_before
+                run.server_cpu_percent = 100 * used / (time.monotonic() - wall_before)
+                if run.requests:
+                    run.server_cpu_us_per_request = 1e6 * used / run.requests
+                if not server.alive():
+                    raise BenchError(f"{server.name} died during {kind} {path} {load}:\n"
+                                     f"{server.log_tail()}")
                 print(f"  {kind:6} {path:7} {load:3}  {run.rps:10,.0f} req/s  "
                       f"p50 {fmt(run.p50_ms, 3)} ms  "
-                      f"cpu {fmt(run.gateway_cpu_us_per_request, 0)} us/req  "
+                      f"cpu {fmt(run.server_cpu_us_per_request, 0)} us/req  "
                       f"errors {run.errors}", flush=True)
                 runs.append(run)
     return runs
@@ -540,6 +584,7 @@ def main() -> int:
                         help="gateway processes on the port (tokenmux serve --workers)")
     parser.add_argument("--upstream-port", type=int, default=19101)
     parser.add_argument("--gateway-port", type=int, default=19102)
+    parser.add_argument("--bare-port", type=int, default=19103)
     parser.add_argument("--python", type=Path, default=Path(sys.executable),
                         help="the venv's python, whose bin/ has the tokenmux command")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
@@ -554,7 +599,7 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("bench: wrk is not installed (bench/run installs it)", file=sys.stderr)
         return 1
-    for port in (args.upstream_port, args.gateway_port):
+    for port in (args.upstream_port, args.gateway_port, args.bare_port):
         if not port_free(port):
             print(f"bench: port {port} is already in use", file=sys.stderr)
             return 1
@@ -573,12 +618,15 @@ def main() -> int:
     try:
         print(f"bench: temp dir {tmp}", flush=True)
         services.append(start_upstream(tmp, args.upstream_port))
+        services.append(start_bare(tmp, args.python, args.upstream_port, args.bare_port))
         gateway = start_gateway(tmp, args.python, args.upstream_port, args.gateway_port,
                                 redis=args.redis, workers=args.workers)
         services.append(gateway)
-        print(f"bench: upstream on :{args.upstream_port}, gateway on :{args.gateway_port}; "
+        print(f"bench: upstream on :{args.upstream_port}, bare on :{args.bare_port}, "
+              f"gateway on :{args.gateway_port}; "
               f"{args.duration} per run, {args.warmup or 'no'} warm-up", flush=True)
-        runs = measure(args, tmp, gateway)
+        runs = measure(args, tmp, {service.name: service for service in services}
+                       | {"direct": services[0]})
     except BenchError as exc:
         failure = str(exc)
     except KeyboardInterrupt as exc:
@@ -626,6 +674,7 @@ def main() -> int:
                      "loads": {name: {"threads": t, "connections": c}
                                for name, t, c in (LOW, HIGH)}},
         "targets": {"max_added_p50_ms": MAX_ADDED_P50_MS, "min_gateway_rps_c32": MIN_GATEWAY_RPS,
+                    "min_gateway_over_bare_c32": MIN_OVER_BARE,
                     "errors": 0},
         "summary": summary,
         "runs": [asdict(r) for r in runs],

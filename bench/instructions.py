@@ -14,6 +14,8 @@ keep-alive connection, and the counters are dumped. Standard library only, like 
                                            [--with-key]
 
 `--with-key` also counts each kind with a fresh Idempotency-Key on every request, in the same run.
+The bare pass-through (bare.py, the floor) is counted the same way after the gateway, unless
+`--no-bare`: `gateway / bare` is what the gateway's features cost in instructions.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import itertools
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import bench
@@ -55,8 +59,10 @@ def count(out: Path, before: set[Path]) -> int:
 
 
 def ask(connection: http.client.HTTPConnection, body: str, kind: str,
-        key: str | None = None, authorization: str = bench.AUTHORIZATION) -> None:
-    headers = {"Authorization": authorization, "Content-Type": "application/json"}
+        key: str | None = None, authorization: str | None = bench.AUTHORIZATION) -> None:
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
     if key is not None:
         headers["Idempotency-Key"] = key
     connection.request("POST", "/v1/chat/completions", body, headers)
@@ -64,6 +70,53 @@ def ask(connection: http.client.HTTPConnection, body: str, kind: str,
     data = answer.read()
     if answer.status != 200:
         raise bench.BenchError(f"{kind}: HTTP {answer.status}: {data[:300]!r}")
+
+
+class Ledger:
+    """Waits until the gateway's ledger holds a row for every request sent so far, so that the
+    counted window starts with none of the writer's work for earlier requests (its first batch
+    loads the price tables: millions of instructions that belong to no request). The window
+    ends without waiting: a wait would count the writer's idle cycles, as many as the wait is
+    long, and the count would move with the machine's load."""
+
+    def __init__(self, database: Path | None):
+        self.database = database
+        self.sent = 0
+
+    def settled(self) -> None:
+        if self.database is None:
+            return
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as db:
+                    if db.execute("SELECT count(*) FROM usage").fetchone()[0] >= self.sent:
+                        return
+            except sqlite3.Error:
+                pass
+            time.sleep(0.2)
+        raise bench.BenchError(f"the ledger did not reach {self.sent} rows")
+
+
+def measure(service: bench.Service, port: int, out: Path, body: str, kind: str,
+            requests: int, key: Callable[[], str | None], authorization: str | None,
+            ledger: Ledger) -> float:
+    """Instructions per request of KIND through SERVICE, after 50 not counted."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    for _ in range(50):
+        ask(connection, body, kind, key(), authorization)
+    ledger.sent += 50
+    ledger.settled()
+    callgrind(service.process.pid, "--instr=on")
+    callgrind(service.process.pid, "--zero")
+    for _ in range(requests):
+        ask(connection, body, kind, key(), authorization)
+    ledger.sent += requests
+    before = set(out.parent.glob(out.name + ".*"))
+    callgrind(service.process.pid, "--dump")
+    callgrind(service.process.pid, "--instr=off")
+    connection.close()
+    return count(out, before) / requests
 
 
 def main() -> int:
@@ -74,6 +127,9 @@ def main() -> int:
                         help="also count each kind with a fresh Idempotency-Key per request")
     parser.add_argument("--upstream-port", type=int, default=19111)
     parser.add_argument("--gateway-port", type=int, default=19112)
+    parser.add_argument("--bare-port", type=int, default=19113)
+    parser.add_argument("--no-bare", action="store_true",
+                        help="do not count the bare pass-through (it takes another minute)")
     parser.add_argument("--limits", action="store_true",
                         help="also count each kind for a key with rate limits (+limits)")
     parser.add_argument("--redis", default=None, metavar="URL",
@@ -84,17 +140,23 @@ def main() -> int:
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("instructions.py: valgrind is not installed", file=sys.stderr)
         return 1
+    # Another run on the same ports would answer our requests and spoil both counts.
+    for port in (args.upstream_port, args.gateway_port, args.bare_port):
+        if not bench.port_free(port):
+            print(f"instructions.py: port {port} is already in use", file=sys.stderr)
+            return 1
     tmp = Path(tempfile.mkdtemp(prefix="tokenmux-instructions-"))
     out = tmp / "callgrind.out"
     upstream = bench.start_upstream(tmp, args.upstream_port)
-    gateway = None
+    gateway = bare = None
+    valgrind = ("valgrind", "--tool=callgrind", "--instr-atstart=no")
     try:
         gateway = bench.start_gateway(
             tmp, args.python, args.upstream_port, args.gateway_port, start_timeout=600,
-            launcher=("valgrind", "--tool=callgrind", "--instr-atstart=no",
-                      f"--callgrind-out-file={out}"), redis=args.redis)
+            launcher=(*valgrind, f"--callgrind-out-file={out}"), redis=args.redis)
         limited = bench.limited_authorization(tmp, args.python) if args.limits else None
         results = {}
+        ledger = Ledger(tmp / "bench.db")
         keys = itertools.count()
         cases = [(kind, model, stream, keyed, auth)
                  for kind, model, stream in KINDS + (COMPRESSION_KINDS if args.compression else ())
@@ -104,31 +166,32 @@ def main() -> int:
             label = kind + ("+key" if keyed else "") + ("+limits" if auth == limited else "")
             messages, extra = bench.COMPRESSION_CASES.get(kind, (bench.PROMPT, {}))
             body = json.dumps({"model": model, "messages": messages, "stream": stream, **extra})
-            connection = http.client.HTTPConnection("127.0.0.1", args.gateway_port, timeout=120)
-
-            def one() -> None:
-                ask(connection, body, kind, f"k-{next(keys)}" if keyed else None,  # noqa: B023
-                    auth)  # noqa: B023
-
-            for _ in range(50):
-                one()
-            callgrind(gateway.process.pid, "--instr=on")
-            callgrind(gateway.process.pid, "--zero")
-            for _ in range(args.requests):
-                one()
-            before = set(out.parent.glob(out.name + ".*"))
-            callgrind(gateway.process.pid, "--dump")
-            callgrind(gateway.process.pid, "--instr=off")
-            connection.close()
-            results[label] = count(out, before) / args.requests
+            results[label] = measure(
+                gateway, args.gateway_port, out, body, kind, args.requests,
+                (lambda: f"k-{next(keys)}") if keyed else (lambda: None), auth, ledger)
             print(f"  {label:10} {results[label] / 1e6:7.3f} M instructions per request "
                   f"({args.requests} requests)", flush=True)
+        gateway.stop(wait=60)
+        if not args.no_bare:
+            floor = tmp / "bare.callgrind.out"
+            bare = bench.start_bare(tmp, args.python, args.upstream_port, args.bare_port,
+                                    launcher=(*valgrind, f"--callgrind-out-file={floor}"),
+                                    start_timeout=600)
+            for kind, model, stream in KINDS:
+                body = json.dumps({"model": model, "messages": bench.PROMPT, "stream": stream})
+                label = f"bare {kind}"
+                results[label] = measure(bare, args.bare_port, floor, body, kind, args.requests,
+                                         lambda: None, None, Ledger(None))
+                print(f"  {label:10} {results[label] / 1e6:7.3f} M instructions per request "
+                      f"({args.requests} requests); gateway / bare "
+                      f"{results[kind] / results[label]:.2f}", flush=True)
     except bench.BenchError as exc:
         print(f"instructions.py: {exc}", file=sys.stderr)
         return 1
     finally:
-        if gateway is not None:
-            gateway.stop(wait=60)
+        for service in (gateway, bare):
+            if service is not None:
+                service.stop(wait=60)
         upstream.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

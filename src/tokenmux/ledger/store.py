@@ -9,6 +9,13 @@ earlier one, and nothing replaces a final row.
 A batch the database refuses as data (a constraint, a value too long) is written row by row, and
 only the rows at fault go to the dead letters. Any other refusal is an outage: it is raised for
 the writer to retry.
+
+On SQLite the upsert is compiled once, and each batch goes to the driver's own
+`executemany` (`exec_driver_sql`) as tuples with SQLAlchemy's bind processing applied column by
+column: compiling, cache-keying and per-row parameter processing by SQLAlchemy cost more than the
+insert itself on SQLite, and they ran under the interpreter lock the request path needs.
+SQLAlchemy still runs the transaction and wraps the driver's errors, so refusals and lost
+connections are handled as before.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Insert, String, and_, insert, or_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from tokenmux.db.schema import usage
@@ -26,9 +34,9 @@ from tokenmux.ledger.lines import DeadLetters, clean_text
 from tokenmux.ledger.row import CHECKPOINT_SOURCE
 
 # str(): SQLAlchemy names columns with a str subclass that JSON encoders refuse as keys.
-_LIMITS = {str(column.name): column.type.length for column in usage.columns
-           if isinstance(column.type, String) and column.type.length}
 _COLUMNS = [str(column.name) for column in usage.columns]
+_LIMITS = [(i, column.type.length) for i, column in enumerate(usage.columns)
+           if isinstance(column.type, String) and column.type.length]
 
 
 def is_data_error(exc: SQLAlchemyError) -> bool:
@@ -47,7 +55,17 @@ class Store:
         self._engine = engine
         self._dead = dead
         self._pricer = Pricer()
-        self._statement = _statement(engine.dialect.name)
+        dialect = engine.dialect
+        self._statement = _statement(dialect.name)
+        # PostgreSQL keeps SQLAlchemy's path: its batches go as multi-row VALUES, where psycopg's
+        # own executemany (pipeline mode) waited forever on a connection reset mid-batch.
+        self._driver = dialect.name == "sqlite"
+        self._sql, self._names, self._slots, self._constants = _compiled(
+            self._statement, dialect)
+        self._positional = dialect.positional
+        # SQLite's order is the columns' then the constants': the values go as they are.
+        self._in_order = self._positional and self._slots == list(range(len(self._slots)))
+        self._processors = _processors(dialect)
         self.meter = meter
 
     def observe(self, records: list[dict[str, Any]]) -> None:
@@ -75,7 +93,7 @@ class Store:
             return self._one_by_one(rows)
         return len(rows)
 
-    def _one_by_one(self, rows: list[dict[str, Any]]) -> int:
+    def _one_by_one(self, rows: list[tuple[Any, ...]]) -> int:
         written = 0
         for row in rows:
             try:
@@ -83,15 +101,37 @@ class Store:
             except SQLAlchemyError as exc:
                 if not is_data_error(exc):
                     raise
-                self._dead.keep(row, f"the database refused it: {exc.__class__.__name__}: "
-                                     f"{str(exc).splitlines()[0][:300]}")
+                self._dead.keep(dict(zip(_COLUMNS, row, strict=True)),
+                                f"the database refused it: {exc.__class__.__name__}: "
+                                f"{str(exc).splitlines()[0][:300]}")
             else:
                 written += 1
         return written
 
-    def _execute(self, rows: list[dict[str, Any]]) -> None:
+    def _execute(self, rows: list[tuple[Any, ...]]) -> None:
+        if not self._driver:
+            with self._engine.begin() as conn:
+                conn.execute(self._statement, [dict(zip(_COLUMNS, row, strict=True))
+                                               for row in rows])
+            return
+        try:
+            params: list[Any] = [self._params(row) for row in rows]
+        except Exception as exc:  # a value no column type takes: the row's fault
+            raise StatementError(f"a value cannot be bound: {exc}", self._sql, None,
+                                 exc) from exc
+        # Driver SQL: SQLAlchemy's transaction, error wrapping and handling of a lost
+        # connection, without its compiling or parameter processing.
         with self._engine.begin() as conn:
-            conn.execute(self._statement, rows)
+            conn.exec_driver_sql(self._sql, params)
+
+    def _params(self, row: tuple[Any, ...]) -> tuple[Any, ...] | dict[str, Any]:
+        values = [*row, *self._constants]
+        for i, process in self._processors:
+            values[i] = process(values[i])
+        if self._in_order:
+            return tuple(values)
+        ordered = tuple(values[i] for i in self._slots)
+        return ordered if self._positional else dict(zip(self._names, ordered, strict=True))
 
     def _price(self, record: dict[str, Any]) -> None:
         if "cost_usd" not in record:
@@ -100,14 +140,15 @@ class Store:
             except Exception:  # a price table's fault must never cost us the row
                 record["cost_usd"] = None
 
-    def _prepare(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _prepare(self, record: dict[str, Any]) -> tuple[Any, ...]:
         self._price(record)
-        row = {name: record.get(name) for name in _COLUMNS}
-        for name, limit in _LIMITS.items():
-            value = row[name]
+        get = record.get
+        row = [get(name) for name in _COLUMNS]
+        for i, limit in _LIMITS:
+            value = row[i]
             if isinstance(value, str) and len(value) > limit:
-                row[name] = clean_text(value[:limit])
-        return row
+                row[i] = clean_text(value[:limit])
+        return tuple(row)
 
 
 def _winners(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -124,6 +165,34 @@ def _better(new: dict[str, Any], old: dict[str, Any]) -> bool:
     if old.get("_checkpoint") is None:
         return False
     return new.get("_checkpoint") is None or new["completion_tokens"] > old["completion_tokens"]
+
+
+def _compiled(statement: Insert, dialect: Dialect
+              ) -> tuple[str, list[str], list[int], list[Any]]:
+    """The SQL, its parameters' names in order, where each parameter's value is in a row's
+    values followed by the statement's constants, and those constants."""
+    compiled = statement.compile(dialect=dialect, column_keys=_COLUMNS)
+    names = list(compiled.positiontup or ()) if dialect.positional else list(compiled.params)
+    constants: list[Any] = []
+    slots = []
+    for name in names:
+        if name in _COLUMNS:
+            slots.append(_COLUMNS.index(name))
+        else:  # a literal of the statement, CHECKPOINT_SOURCE in the conflict rule
+            slots.append(len(_COLUMNS) + len(constants))
+            constants.append(compiled.params[name])
+    return compiled.string, names, slots, constants
+
+
+def _processors(dialect: Dialect) -> list[tuple[int, Callable[[Any], Any]]]:
+    """SQLAlchemy's own conversion of each column's values for this driver (SQLite: datetimes
+    to text, decimals to floats), so that the rows read back as before."""
+    found: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, column in enumerate(usage.columns):
+        process = column.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            found.append((i, process))
+    return found
 
 
 def _statement(dialect: str) -> Insert:
