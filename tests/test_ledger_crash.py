@@ -315,7 +315,9 @@ def test_a_long_stream_that_finished_keeps_its_final_row_through_kill_9(tmp_path
         "ledger: {flush_interval_ms: 50}", "ledger: {flush_interval_ms: 60000, fsync: true}")
     running = Gateway(tmp_path, config).start()
     finished = Streamed(running, "finished", "@slow 0.3")  # 8 words in 2.4 s: two checkpoints
-    cut = Streamed(running, "cut", "@slow 0.6")
+    # Three words, a pause past the checkpoint's second, one more, then held until the kill:
+    # still running then, however long the rest takes on a loaded machine.
+    cut = Streamed(running, "cut", "@stallhold 3 1.2 kill9-cut")
     try:
         finished.start()
         cut.start()
@@ -323,7 +325,7 @@ def test_a_long_stream_that_finished_keeps_its_final_row_through_kill_9(tmp_path
         assert finished.error is None and finished.events[-1] == "[DONE]"
         for i in range(10):
             assert _chat(running, f"echo-{i}").status_code == 200
-        assert cut.words >= 3
+        assert wait_until(lambda: cut.words >= 4, timeout=30)
         assert running.rows() == []
         _kill(running)
         cut.join(30)
