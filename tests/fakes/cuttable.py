@@ -35,8 +35,11 @@ class CuttableProxy:
                 listener.close()
             for sock in self._open:
                 with contextlib.suppress(OSError):
-                    # A reset, as when a server's host goes away: no orderly goodbye.
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                    # As when the server goes away: the peer sees its connection end. Shut
+                    # down first: a close alone leaves a socket that a thread is blocked
+                    # reading from open, and the peer would wait on it forever.
+                    sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
                     sock.close()
             self._open.clear()
 

@@ -32,9 +32,16 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# A database across a network: a connection whose peer went silent (a partition, a host gone)
+# is given up within about half a minute, instead of holding the ledger's writer forever.
+_NETWORK = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+            "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 30_000}
+
+
 def connect(database: str, *, migrate: bool = True) -> Engine:
     url = database_url(database)
-    engine = create_engine(url, pool_pre_ping="sqlite" not in url)
+    engine = create_engine(url, pool_pre_ping="sqlite" not in url,
+                           connect_args=_NETWORK if url.startswith("postgresql") else {})
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _tune_sqlite)
     if migrate:
