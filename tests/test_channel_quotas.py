@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, Gateway, started_gateway
+from tests.conftest import UPSTREAM_KEY, Gateway, started_gateway, wait_until
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.test_shared_limits import FRESH, REDIS_URL, Fleet, config, database
 
@@ -34,6 +34,8 @@ def models(upstream: FakeOpenAI, first: str) -> str:
             channels: [{{provider: fake, model: quota-alone, rpm: 2}}]
           - name: brisk
             channels: [{{provider: fake, model: quota-brisk, rpm: 120}}]
+          - name: gated
+            channels: [{{provider: fake, model: quota-gated, rpm: 2, max_concurrency: 1}}]
         """)
 
 
@@ -94,6 +96,25 @@ def test_requests_beyond_the_quota_wait_for_room_when_their_deadline_allows(
     assert {a.headers["X-TokenMux-Attempts"] for a in answers} == {"1"}
     assert took >= 2.9, f"126 requests in {took:.2f}s: more than the quota allows"
     assert sent_to(module_upstream, "quota-brisk") == 126
+
+
+def test_a_request_that_never_left_the_gate_spends_none_of_the_quota(
+        gateway: Gateway, module_upstream: FakeOpenAI) -> None:
+    # rpm 2 and one request at a time: the first holds the channel, the second waits at its
+    # gate until its deadline and is never sent, so the quota's second request is still there.
+    body = {**ASK, "model": "gated"}
+    held = {**body, "messages": [{"role": "user", "content": "@hold quota-gate"}]}
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(gateway.post, held)
+        assert wait_until(lambda: sent_to(module_upstream, "quota-gated") == 1)
+        queued = gateway.post(body, headers={"X-Timeout": "5000"})
+        module_upstream.release("quota-gate")
+        assert first.result().status_code == 200
+    assert queued.status_code == 408
+    assert sent_to(module_upstream, "quota-gated") == 1
+    after = gateway.post(body, headers={"X-Timeout": "5000"})
+    assert after.status_code == 200, after.text
+    assert sent_to(module_upstream, "quota-gated") == 2
 
 
 def test_a_channel_at_its_tpm_is_passed_over_and_the_real_count_settles(

@@ -137,26 +137,32 @@ class _Turns(Generic[T]):
         """One attempt on one channel, holding a slot of its concurrency limit and its share of
         the channel's quota when it wins; QuotaSpent, without an attempt, when there is none."""
         attempts, health, gate = self.attempts, route.health, route.gate
-        held = None
-        if route.quota is not None and self.quotas is not None:
-            quota = route.quota
-            taken = await self.quotas.hold(quota.name, quota.rpm, quota.tpm, self.estimate)
-            if isinstance(taken, Shortfall):
-                raise QuotaSpent(taken.wait)
-            held = taken
-        attempts.count += 1
-        if health.open_until:
-            health.healthy(time.monotonic())  # after a cooldown, the first attempt is the probe
         if gate is not None and not gate.try_enter():
             queued = time.perf_counter()
             try:
                 async with asyncio.timeout(self.deadline.remaining()):
                     await gate.enter(attempts.tier, self.deadline.at)
-            except BaseException:
-                health.released()
-                raise
             finally:
                 attempts.queue_seconds += time.perf_counter() - queued
+        # The quota is held only once the attempt is about to go out: a request that waited at
+        # the gate until its deadline sent nothing, and must not have spent the upstream's quota.
+        held = None
+        if route.quota is not None and self.quotas is not None:
+            quota = route.quota
+            try:
+                taken = await self.quotas.hold(quota.name, quota.rpm, quota.tpm, self.estimate)
+            except BaseException:
+                if gate is not None:
+                    gate.leave()
+                raise
+            if isinstance(taken, Shortfall):
+                if gate is not None:
+                    gate.leave()
+                raise QuotaSpent(taken.wait)
+            held = taken
+        attempts.count += 1
+        if health.open_until:
+            health.healthy(time.monotonic())  # after a cooldown, the first attempt is the probe
         started = time.perf_counter()
         remaining = self.deadline.at - started
         health.in_flight += 1
