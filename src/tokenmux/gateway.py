@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 from sqlalchemy import Engine
 
-from tokenmux import tokens
 from tokenmux.auth import KeyCache, Principal, hash_key
 from tokenmux.budgets import MemoryBudgets, SharedBudgets
 from tokenmux.compression import MemorySummaries, RedisSummaries, SummaryCache
@@ -77,7 +76,6 @@ class Gateway:
         return self._session
 
     async def start(self) -> None:
-        await asyncio.to_thread(tokens.warm_up)
         await asyncio.to_thread(self.keys.refresh)
         await self.ledger.start()
         if self.redis is not None:

@@ -131,10 +131,10 @@ async def count_tokens(request: web.Request) -> web.Response:
     counted = parse_count(await read_body(request, gateway.config.server))
     gateway.catalog.resolve(counted.model)  # an unknown model is a 404, as a request's would be
     chat = counted.body
-    total = await tokens.measured(tokens.messages_size(chat["messages"]),
-                                  lambda: tokens.count_messages(chat["messages"]))
-    if tools := chat.get("tools"):
-        total += tokens.count_text(orjson.dumps(tools).decode())
+    tools = orjson.dumps(chat["tools"]).decode() if chat.get("tools") else ""
+    total = await tokens.measured(
+        tokens.messages_size(chat["messages"]) + len(tools),
+        lambda: tokens.count_messages(chat["messages"]) + tokens.count_text(tools))
     return json_response({"input_tokens": total}, request_id(request))
 
 
