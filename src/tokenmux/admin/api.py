@@ -67,7 +67,8 @@ def _checked(gateway: Gateway, fields: dict[str, Any],
              base: options.KeyOptions | None = None) -> options.KeyOptions:
     try:
         given = options.parse({**(base.model_dump() if base else {}), **fields})
-        return options.check(gateway.config, given)
+        kept = None if base is None else base.expires_at
+        return options.check(gateway.config, given, kept_expiry=kept)
     except options.InvalidKeyOption as problem:
         raise InvalidRequest(problem.message, param=problem.field) from None
 
