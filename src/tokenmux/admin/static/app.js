@@ -228,7 +228,7 @@ async function keysPage(message) {
            ["Budget (spent)", k => k.budget_usd ? `${usd(k.budget_usd)} ${k.budget_period} (${usd(k.spent_usd)})` : "–"],
            ["Created", k => when(k.created_at)],
            ["Expires", k => k.expires_at && new Date(k.expires_at) <= Date.now() ? `${when(k.expires_at)} (expired)` : when(k.expires_at)],
-           ["", k => h("span", {}, h("button", {type: "button", onclick: () => edit(k)}, "Edit"), " ",
+           ["", k => h("span", {}, h("button", {type: "button", "data-edit": k.id, onclick: () => edit(k)}, "Edit"), " ",
                                    h("button", {type: "button", class: "danger", "data-revoke": k.id, onclick: () => revoke(k)}, "Revoke"))]],
           keys), editor);
 }
