@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
+import httpx2 as httpx
 import openai
 import pytest
 
@@ -96,6 +97,26 @@ def test_a_key_works_until_it_expires_then_a_later_expiry_or_none_brings_it_back
     # answered before any row is begun).
     gw.wait_row(answered.headers["x-request-id"])
     assert {r["status"] for r in gw.rows(key_id=key_id)} == {200}
+
+
+def test_an_expired_admin_key_ends_its_console_session_and_opens_none(gw):
+    expires = datetime.now(UTC) + timedelta(seconds=LIFETIME)
+    made = new_key(gw, "short-lived-admin", is_admin=True, expires_at=iso(expires))
+    opened = httpx.post(gw.base_url + "/ui/login", data={"key": made["secret"]}, timeout=10)
+    assert opened.status_code == 303
+    jar = {"tokenmux_session": opened.cookies["tokenmux_session"]}
+
+    def keys_by_session() -> httpx.Response:
+        return httpx.get(gw.base_url + "/admin/v1/keys", cookies=jar, timeout=10)
+
+    assert keys_by_session().status_code == 200
+    assert time.time() < expires.timestamp(), "the session was opened too late to tell"
+    assert wait_until(lambda: keys_by_session().status_code == 401, timeout=LIFETIME + 60)
+    assert time.time() >= expires.timestamp()
+    assert "has ended" in keys_by_session().json()["error"]["message"]
+    again = httpx.post(gw.base_url + "/ui/login", data={"key": made["secret"]}, timeout=10)
+    assert again.status_code == 401 and "has expired" in again.text
+    assert "set-cookie" not in again.headers
 
 
 def test_the_api_takes_a_zone_or_reads_none_as_utc(gw):
