@@ -137,6 +137,7 @@ def test_a_key_made_by_the_api_serves_changes_and_is_revoked(gw):
     ({"name": "x", "fallback_models": ["no-such-model"]}, "fallback_models"),
     ({"name": "x", "compression_model": "fake-model"}, "compression"),
     ({"name": "x", "colour": "blue"}, "colour"),
+    ({"name": "x", "expires_at": "tomorrow"}, "expires_at"),
 ])
 def test_a_bad_key_is_refused_naming_its_field(gw, body, param):
     refused = admin(gw, "POST", "/admin/v1/keys", json=body)

@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's headless Chromium, driven by Playwright): log in,
 the overview's charts drawn from requests this test made, usage filtered by key, a key made in
-the console used through the openai SDK, then revoked and refused, and logging out.
+the console used through the openai SDK, given an expiry and its expiry cleared in the edit form,
+then revoked and refused, and logging out.
 
 Screenshots of each page are kept in tests/artifacts/console/ (ignored by git)."""
 
@@ -166,6 +167,37 @@ def test_the_console_end_to_end(gw, browser):
     made = next(k for k in httpx.get(gw.base_url + "/admin/v1/keys", timeout=10, headers={
         "Authorization": f"Bearer {ADMIN_KEY}"}).json()["data"] if k["name"] == "made-in-console")
     assert made["rpm"] == 100
+
+    # An expiry set in the edit form (UTC, as the list shows it), then cleared.
+    def edit_expiry(value: str) -> dict[str, object]:
+        page.click(f'button[data-edit="{made["id"]}"]')
+        page.fill("#edit-key input[name=expires_at]", value)
+        page.click("#edit-key button[type=submit]")
+        expect(page.locator("#key-note")).to_contain_text("Saved", timeout=WAIT_MS)
+        return httpx.get(gw.base_url + f"/admin/v1/keys/{made['id']}", timeout=10, headers={
+            "Authorization": f"Bearer {ADMIN_KEY}"}).json()
+
+    assert edit_expiry("2099-01-02T03:04")["expires_at"] == "2099-01-02T03:04:00+00:00"
+    row = page.locator("tr", has=page.locator(f'button[data-edit="{made["id"]}"]'))
+    expect(row).to_contain_text("2099-01-02 03:04:00")
+    shot(page, "3-keys-expiry")
+    # The form shows an expiry to the minute; saving another setting keeps it to the second.
+    assert httpx.patch(gw.base_url + f"/admin/v1/keys/{made['id']}", timeout=10,
+                       json={"expires_at": "2099-01-02T03:04:05Z"},
+                       headers={"Authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
+    page.reload()
+    ready(page, "keys")
+    page.click(f'button[data-edit="{made["id"]}"]')
+    expect(page.locator("#edit-key input[name=expires_at]")).to_have_value("2099-01-02T03:04")
+    page.fill("#edit-key input[name=rpm]", "200")
+    page.click("#edit-key button[type=submit]")
+    expect(page.locator("#key-note")).to_contain_text("Saved", timeout=WAIT_MS)
+    kept = httpx.get(gw.base_url + f"/admin/v1/keys/{made['id']}", timeout=10, headers={
+        "Authorization": f"Bearer {ADMIN_KEY}"}).json()
+    assert (kept["rpm"], kept["expires_at"]) == (200, "2099-01-02T03:04:05+00:00")
+    assert edit_expiry("")["expires_at"] is None
+    expect(page.locator("tr", has=page.locator(f'button[data-edit="{made["id"]}"]'))
+           ).not_to_contain_text("2099")
     page.on("dialog", lambda dialog: dialog.accept())
     page.click(f'button[data-revoke="{made["id"]}"]')
     expect(page.locator("#key-note")).to_contain_text("Revoked", timeout=WAIT_MS)

@@ -47,11 +47,12 @@ def test_keys_list_json_and_revocation_by_id_reach_a_running_gateway_within_its_
                               "max_tier", "fallback_models", "fallback_timeout_ms",
                               "strict_params", "compression", "compression_model",
                               "compression_threshold", "created_at", "revoked_at", "budget_usd",
-                              "budget_period", "spent_usd"}
+                              "budget_period", "expires_at", "spent_usd"}
         assert (entry["rpm"], entry["tpm"], entry["is_admin"], entry["revoked_at"]) == (
             100, None, False, None)
         assert (entry["budget_usd"], entry["budget_period"], entry["spent_usd"]) == (
             None, None, None)
+        assert entry["expires_at"] is None
         assert secret.startswith(entry["prefix"]) and secret not in json.dumps(listed)
     body = {"model": "fake-model", "messages": HELLO}
     delays = []

@@ -44,8 +44,8 @@ async def session_admin(request: web.Request, gateway: Gateway) -> Principal:
     session = await asyncio.to_thread(sessions.find, gateway.engine, cookie)
     principal = None if session is None else gateway.keys.by_hash(session.key_hash)
     if session is None or principal is None or not principal.is_admin:
-        raise Unauthenticated("The console session has ended (logged out, expired, or its key "
-                              "was revoked); log in again at /ui.")
+        raise Unauthenticated("The console session has ended (logged out, past its lifetime, or "
+                              "its key was revoked or has expired); log in again at /ui.")
     if request.method not in SAFE_METHODS:
         given = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(given.encode(), session.csrf.encode()):

@@ -10,7 +10,7 @@ import asyncio
 import csv
 import io
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -67,7 +67,8 @@ def _checked(gateway: Gateway, fields: dict[str, Any],
              base: options.KeyOptions | None = None) -> options.KeyOptions:
     try:
         given = options.parse({**(base.model_dump() if base else {}), **fields})
-        return options.check(gateway.config, given)
+        kept = None if base is None else base.expires_at
+        return options.check(gateway.config, given, kept_expiry=kept)
     except options.InvalidKeyOption as problem:
         raise InvalidRequest(problem.message, param=problem.field) from None
 
@@ -143,11 +144,10 @@ def _time(request: web.Request, name: str) -> datetime | None:
     if not text:
         return None
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return options.utc_time(text)
     except ValueError:
         raise InvalidRequest(f"'{name}' must be an ISO 8601 time, such as "
                              f"2026-12-01T00:00:00Z; got {text!r}.", param=name) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def filters_of(request: web.Request) -> usage.Filters:
@@ -166,14 +166,10 @@ def filters_of(request: web.Request) -> usage.Filters:
     # A time stored without its zone (SQLite) compares as UTC text.
     if start is not None and end is not None and end <= start:
         raise InvalidRequest("'to' must be after 'from'.", param="to")
-    return usage.Filters(start=_utc(start), end=_utc(end), key=q.get("key") or None,
+    return usage.Filters(start=start, end=end, key=q.get("key") or None,
                          model=q.get("model") or None, provider=q.get("provider") or None,
                          user=q.get("user") or None, door=q.get("door") or None, status=status,
                          request_id=q.get("request_id") or None)
-
-
-def _utc(when: datetime | None) -> datetime | None:
-    return None if when is None else when.astimezone(UTC)
 
 
 def _limit(request: web.Request) -> int:

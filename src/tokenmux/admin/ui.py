@@ -67,7 +67,8 @@ async def login(request: web.Request) -> web.Response:
     try:
         principal = await gateway.keys.authenticate(f"Bearer {key}", None)
     except Unauthenticated:
-        return _login_page("That key is not a key of this gateway (or it was revoked).", 401)
+        return _login_page("That key is not a key of this gateway (or it was revoked, or has "
+                           "expired).", 401)
     if not principal.is_admin:
         return _login_page("That key is a client's; the console takes an admin key.", 403)
     session_id, _ = await asyncio.to_thread(sessions.open_session, gateway.engine, hash_key(key))

@@ -3,7 +3,9 @@
 A background task polls the keys table's revision, so a key revoked with the CLI is refused by a
 running gateway within `poll_interval`, with no database round trip per request. An unknown key
 triggers one early refresh (shared by concurrent callers, at most one per `MISS_REFRESH_GAP`), so
-a key created a moment ago works on its first request.
+a key created a moment ago works on its first request. An expired key stays in the view, so
+its refusal can say it expired; the expiry is compared at each request, so it takes effect at
+its second, not at the next poll.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmux.auth import records
 from tokenmux.auth.keys import Principal, hash_key
+from tokenmux.auth.options import iso
 from tokenmux.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,9 @@ class KeyCache:
         if principal is None:
             # Never echo the key back: a prefix is enough for the caller to recognise it.
             raise Unauthenticated(f"Incorrect or revoked API key provided: {secret[:6]}…")
+        if principal.expires_at is not None and principal.expires_at <= time.time():
+            when = iso(datetime.fromtimestamp(principal.expires_at, UTC))
+            raise Unauthenticated(f"The API key {secret[:6]}… has expired (at {when}).")
         return principal
 
     async def _refresh_now(self) -> None:
@@ -93,8 +100,13 @@ class KeyCache:
         return changed
 
     def by_hash(self, hashed: str) -> Principal | None:
-        """The live key whose secret hashes to HASHED (a console session names its key so)."""
-        return self._keys.get(hashed)
+        """The live key whose secret hashes to HASHED (a console session names its key so);
+        None once it has expired."""
+        principal = self._keys.get(hashed)
+        if principal is None or (principal.expires_at is not None
+                                 and principal.expires_at <= time.time()):
+            return None
+        return principal
 
     def principals(self) -> list[Principal]:
         return list(self._keys.values())

@@ -35,6 +35,9 @@ class Principal:
     # What the key may spend per period, in ticks of 1e-10 USD (budgets/); None: no budget.
     budget: int | None = None
     budget_period: str = "total"  # "day" or "month" (UTC), or "total"
+    # When the key stops working, in seconds since the epoch (compared with time.time() at
+    # each request, so it takes effect to the second); None: never.
+    expires_at: float | None = None
 
 
 def new_secret() -> str:

@@ -3,12 +3,14 @@
 `KeyOptions` holds every setting of a key but its name, each within the bounds the CLI's options
 and the API's JSON share; `check` adds the rules that tie settings to each other and to the config
 (a period needs a budget, a default tier at most the highest, fallback and summariser models the
-config serves). A broken rule raises `InvalidKeyOption` naming the setting, which the CLI turns
-into its option's name and the API into the field's.
+config serves) and to the clock (a new expiry is still to come). A broken rule raises
+`InvalidKeyOption` naming the setting, which the CLI turns into its option's name and the API
+into the field's.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +50,8 @@ class KeyOptions(BaseModel):
     compression_threshold: int | None = Field(None, ge=1, le=2**31 - 1)
     budget_usd: Decimal | None = Field(None, gt=0, le=MAX_BUDGET_USD)
     budget_period: str | None = None
+    # When the gateway stops taking the key (UTC); None: never.
+    expires_at: datetime | None = None
 
     @field_validator("tier", "max_tier")
     @classmethod
@@ -69,6 +73,28 @@ class KeyOptions(BaseModel):
     def _to_ledger_precision(cls, value: Decimal | None) -> Decimal | None:
         # The amount given, to the ledger's precision: 0.1 stays 0.1.
         return None if value is None else value.quantize(UNIT)
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _a_time(cls, value: object) -> datetime | None:
+        return None if value is None else utc_time(value)
+
+
+def utc_time(value: object) -> datetime:
+    """VALUE, an ISO 8601 text or a datetime, as an aware UTC time. A time without its zone is
+    taken as UTC, as every time the gateway shows or stores is."""
+    when = value
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            when = None
+    if not isinstance(when, datetime):
+        raise ValueError(f"must be an ISO 8601 time, such as 2027-01-31T00:00:00Z; got {value!r}")
+    try:
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:  # a zone that pushes the year past 9999
+        raise ValueError(f"must be a time before the year 10000; got {value!r}") from None
 
 
 def _one_of(value: str | None, choices: tuple[str, ...]) -> str | None:
@@ -93,11 +119,12 @@ def check_name(name: object) -> str:
     return name
 
 
-def check(config: Config, options: KeyOptions,
-          names: dict[str, str] | None = None) -> KeyOptions:
+def check(config: Config, options: KeyOptions, names: dict[str, str] | None = None, *,
+          kept_expiry: datetime | None = None) -> KeyOptions:
     """OPTIONS when their settings agree with each other and with CONFIG; the budget's period
     set to "total" when a budget has none. NAMES: how the caller spells a setting in its
-    messages (the CLI's options), where not as the field."""
+    messages (the CLI's options), where not as the field. KEPT_EXPIRY: the key's stored expiry,
+    which may have passed (a change to its other settings keeps it); any other must be to come."""
     def named(field: str) -> str:
         return (names or {}).get(field, field)
 
@@ -119,7 +146,16 @@ def check(config: Config, options: KeyOptions,
                                               "compression strategy")
     if options.compression_model is not None and options.compression_model != "auto":
         _check_models(config, (options.compression_model,), "compression_model")
+    expires = options.expires_at
+    if expires is not None and expires != kept_expiry and expires <= datetime.now(UTC):
+        raise InvalidKeyOption("expires_at", f"{named('expires_at')} {iso(expires)} has "
+                                             "passed; an expiry must be a time to come")
     return options
+
+
+def iso(when: datetime) -> str:
+    """A UTC time as the gateway writes it: ISO 8601 with a Z, to the second."""
+    return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _check_models(config: Config, models: tuple[str, ...], field: str) -> None:
@@ -145,6 +181,8 @@ def describe(options: KeyOptions) -> str:
             f" by {options.compression_model}" if options.compression_model else "")
     if options.budget_usd is not None:
         text += f", budget ${options.budget_usd:f} {per(options.budget_period or 'total')}"
+    if options.expires_at is not None:
+        text += f", expires {iso(options.expires_at)}"
     return text
 
 

@@ -41,6 +41,7 @@ class KeyRecord:
     compression_threshold: int | None = None
     budget_usd: Decimal | None = None
     budget_period: str | None = None
+    expires_at: datetime | None = None  # UTC; None: never
 
 
 def create_key(engine: Engine, name: str,
@@ -55,7 +56,8 @@ def create_key(engine: Engine, name: str,
                        tuple(options.fallback_models), options.fallback_timeout_ms,
                        options.strict_params, options.compression, options.compression_model,
                        options.compression_threshold, options.budget_usd,
-                       None if options.budget_usd is None else options.budget_period or "total")
+                       None if options.budget_usd is None else options.budget_period or "total",
+                       options.expires_at)
     with engine.begin() as conn:
         conn.execute(api_keys.insert().values(
             id=record.id, name=name, key_hash=hash_key(secret), prefix=record.prefix,
@@ -72,7 +74,7 @@ def _settings(record: KeyRecord) -> dict[str, Any]:
         fallback_timeout_ms=record.fallback_timeout_ms, strict_params=record.strict_params,
         compression=record.compression, compression_model=record.compression_model,
         compression_threshold=record.compression_threshold, budget_usd=record.budget_usd,
-        budget_period=record.budget_period)
+        budget_period=record.budget_period, expires_at=record.expires_at)
 
 
 def options_of(record: KeyRecord) -> KeyOptions:
@@ -123,14 +125,21 @@ def list_keys(engine: Engine, *, include_revoked: bool = False,
         api_keys.c.revoked_at, api_keys.c.fallback_models, api_keys.c.fallback_timeout_ms,
         api_keys.c.strict_params, api_keys.c.compression, api_keys.c.compression_model,
         api_keys.c.compression_threshold, api_keys.c.budget_usd, api_keys.c.budget_period,
+        api_keys.c.expires_at,
     ).order_by(api_keys.c.created_at)
     if not include_revoked:
         query = query.where(api_keys.c.revoked_at.is_(None))
     if key_id is not None:
         query = query.where(api_keys.c.id == key_id)
     with engine.connect() as conn:
-        return [KeyRecord(**{**row._mapping, "fallback_models": _models(row.fallback_models)})
+        return [KeyRecord(**{**row._mapping, "fallback_models": _models(row.fallback_models),
+                             "expires_at": row.expires_at and _utc(row.expires_at)})
                 for row in conn.execute(query)]
+
+
+def _utc(when: datetime) -> datetime:
+    # SQLite gives a time back without its zone; every time the gateway stores is UTC.
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 def get_key(engine: Engine, key_id: str) -> KeyRecord | None:
@@ -177,19 +186,20 @@ def live_principals(engine: Engine) -> dict[str, Principal]:
                    api_keys.c.fallback_models, api_keys.c.fallback_timeout_ms,
                    api_keys.c.strict_params, api_keys.c.compression,
                    api_keys.c.compression_model, api_keys.c.compression_threshold,
-                   api_keys.c.budget_usd, api_keys.c.budget_period,
+                   api_keys.c.budget_usd, api_keys.c.budget_period, api_keys.c.expires_at,
                    ).where(api_keys.c.revoked_at.is_(None))
     principals: dict[str, Principal] = {}
     with engine.connect() as conn:
         for (key_hash, key_id, name, is_admin, rpm, tpm, tier, max_tier, fallbacks,
              timeout_ms, strict, compression, compression_model,
-             compression_threshold, budget_usd, budget_period) in conn.execute(query):
+             compression_threshold, budget_usd, budget_period, expires) in conn.execute(query):
             try:
                 principals[key_hash] = Principal(
                     key_id, name, is_admin, rpm, tpm, tier_named(tier) if tier else Tier.MEDIUM,
                     tier_named(max_tier) if max_tier else None, _models(fallbacks), timeout_ms,
                     bool(strict), compression, compression_model, compression_threshold,
-                    *_budget(budget_usd, budget_period))
+                    *_budget(budget_usd, budget_period),
+                    None if expires is None else _utc(expires).timestamp())
             except KeyError as unknown:
                 log.warning("key %s is left out: unknown tier %s", key_id, unknown)
     return principals

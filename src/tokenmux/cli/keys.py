@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import click
@@ -56,12 +58,15 @@ def keys() -> None:
                                  "requests get 429 insufficient_quota.")
 @click.option("--budget-period", type=click.Choice(PERIODS), default=None,
               help="The budget's period: a UTC day, a UTC month, or in all (default).")
+@click.option("--expires", default=None, metavar="TIME|DURATION",
+              help="When the key stops working: an ISO 8601 time (UTC unless it names its "
+                   "zone), or a duration from now such as 30d, 12h, 90m or 2w.")
 def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
            admin: bool, tier: str | None, max_tier: str | None,
            fallback_models: tuple[str, ...], fallback_timeout: int | None,
            strict_params: bool, compression: str | None, compression_model: str | None,
            compression_threshold: int | None, budget: float | None,
-           budget_period: str | None) -> None:
+           budget_period: str | None, expires: str | None) -> None:
     """Create a key; its secret is printed once, as the last line."""
     fields = {"rpm": rpm, "tpm": tpm, "is_admin": admin, "tier": tier, "max_tier": max_tier,
               "fallback_models": fallback_models, "fallback_timeout_ms": fallback_timeout,
@@ -69,7 +74,8 @@ def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
               "compression_model": compression_model,
               "compression_threshold": compression_threshold,
               "budget_usd": None if budget is None else _usd(budget),
-              "budget_period": budget_period}
+              "budget_period": budget_period,
+              "expires_at": None if expires is None else _expiry(expires)}
     config = load(config_path)
     try:
         checked = options.check(config, options.parse(fields), OPTION_OF)
@@ -85,8 +91,25 @@ def create(config_path: str | None, name: str, rpm: int | None, tpm: int | None,
 # The CLI's name for a setting where it differs from the field's.
 OPTION_OF = {"is_admin": "--admin", "fallback_models": "--fallback-model",
              "fallback_timeout_ms": "--fallback-timeout", "budget_usd": "--budget",
-             "max_tier": "--max-tier",
+             "max_tier": "--max-tier", "expires_at": "--expires",
              "compression": "--compression-model, --compression-threshold"}
+
+
+DURATION = re.compile(r"(\d{1,5})([mhdw])")
+UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _expiry(text: str) -> datetime:
+    """The time --expires names: a duration from now, or an ISO 8601 time."""
+    duration = DURATION.fullmatch(text.strip())
+    if duration is not None:
+        return datetime.now(UTC) + timedelta(**{UNITS[duration[2]]: int(duration[1])})
+    try:
+        return options.utc_time(text)
+    except ValueError:
+        raise click.BadParameter(f"an ISO 8601 time such as 2027-01-31T00:00:00Z, or a duration "
+                                 f"such as 30d, 12h, 90m or 2w; got {text!r}",
+                                 param_hint="--expires") from None
 
 
 def _usd(amount: float) -> Decimal:
@@ -106,20 +129,24 @@ def list_(config_path: str | None, include_revoked: bool, as_json: bool) -> None
     if as_json:
         data = [{**r.__dict__, "created_at": r.created_at.isoformat(),
                  "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+                 "expires_at": r.expires_at.isoformat() if r.expires_at else None,
                  "budget_usd": _money(r.budget_usd), "spent_usd": _money(spent.get(r.id))}
                 for r in rows]
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(f"{'ID':<22} {'NAME':<20} {'PREFIX':<11} {'RPM':>6} {'TPM':>9}  "
-               f"{'TIER':<20} {'BUDGET (SPENT)':<30} STATE")
+               f"{'TIER':<20} {'BUDGET (SPENT)':<30} {'EXPIRES':<20} STATE")
+    now = datetime.now(UTC)
     for r in rows:
-        state = "revoked" if r.revoked_at else ("admin" if r.is_admin else "active")
+        state = ("revoked" if r.revoked_at else "expired" if r.expires_at and r.expires_at <= now
+                 else "admin" if r.is_admin else "active")
+        expiry = options.iso(r.expires_at) if r.expires_at else "-"
         tier = (r.tier or "medium") + (f" (max {r.max_tier})" if r.max_tier else "")
         budget = "-" if r.budget_usd is None else (
             f"${_money(r.budget_usd)} {options.per(r.budget_period or 'total')} "
             f"(${_money(spent.get(r.id))})")
         click.echo(f"{r.id:<22} {r.name:<20} {r.prefix + '…':<11} {r.rpm or '-':>6} "
-                   f"{r.tpm or '-':>9}  {tier:<20} {budget:<30} {state}")
+                   f"{r.tpm or '-':>9}  {tier:<20} {budget:<30} {expiry:<20} {state}")
 
 
 def _money(amount: Decimal | None) -> str | None:

@@ -44,6 +44,7 @@ api_keys = Table(
     # US dollars the key may spend per budget_period ("day", "month": UTC; "total"); NULL: no cap
     Column("budget_usd", Numeric(20, 10)),
     Column("budget_period", String(8)),
+    Column("expires_at", DateTime(timezone=True)),  # when the key stops working; NULL: never
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),

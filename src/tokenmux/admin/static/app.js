@@ -162,8 +162,14 @@ function keyFields(k = {}) {
     h("label", {}, "budget USD", h("input", {name: "budget_usd", type: "number", min: 0, step: "any", value: k.budget_usd ?? ""})),
     h("label", {}, "period", h("select", {name: "budget_period"}, ["total", "day", "month"]
       .map(p => h("option", {value: p, selected: (k.budget_period ?? "total") === p}, p)))),
+    // In UTC, as the list shows it; empty: never. The stored time is kept, to the second,
+    // unless the field is changed.
+    h("label", {}, "expires (UTC)", h("input", {name: "expires_at", type: "datetime-local",
+      value: k.expires_at ? k.expires_at.slice(0, 16) : "", "data-was": k.expires_at ? k.expires_at.slice(0, 16) : ""})),
   ];
 }
+
+const when = iso => iso ? iso.slice(0, 19).replace("T", " ") : "–";
 
 function settingsOf(form) {
   const data = Object.fromEntries(new FormData(form));
@@ -172,6 +178,7 @@ function settingsOf(form) {
   for (const name of ["tier", "max_tier"]) body[name] = data[name] || null;
   body.budget_usd = data.budget_usd || null;
   body.budget_period = body.budget_usd ? data.budget_period : null;
+  if (data.expires_at !== form.elements.expires_at.dataset.was) body.expires_at = data.expires_at ? data.expires_at + "Z" : null;
   if (data.name !== undefined) body.name = data.name;
   if (data.is_admin !== undefined) body.is_admin = true;
   return body;
@@ -219,8 +226,9 @@ async function keysPage(message) {
            ["Admin", k => k.is_admin ? "yes" : ""], ["rpm", k => k.rpm ?? "–", "num"], ["tpm", k => k.tpm ?? "–", "num"],
            ["Tier", k => (k.tier ?? "medium") + (k.max_tier ? ` (max ${k.max_tier})` : "")],
            ["Budget (spent)", k => k.budget_usd ? `${usd(k.budget_usd)} ${k.budget_period} (${usd(k.spent_usd)})` : "–"],
-           ["Created", k => k.created_at.slice(0, 19).replace("T", " ")],
-           ["", k => h("span", {}, h("button", {type: "button", onclick: () => edit(k)}, "Edit"), " ",
+           ["Created", k => when(k.created_at)],
+           ["Expires", k => k.expires_at && new Date(k.expires_at) <= Date.now() ? `${when(k.expires_at)} (expired)` : when(k.expires_at)],
+           ["", k => h("span", {}, h("button", {type: "button", "data-edit": k.id, onclick: () => edit(k)}, "Edit"), " ",
                                    h("button", {type: "button", class: "danger", "data-revoke": k.id, onclick: () => revoke(k)}, "Revoke"))]],
           keys), editor);
 }
