@@ -67,7 +67,8 @@ class KeyCache:
         if principal is None:
             # Never echo the key back: a prefix is enough for the caller to recognise it.
             raise Unauthenticated(f"Incorrect or revoked API key provided: {secret[:6]}…")
-        if principal.expires_at is not None and principal.expires_at <= time.time():
+        if principal.expired(time.time()):
+            assert principal.expires_at is not None
             when = iso(datetime.fromtimestamp(principal.expires_at, UTC))
             raise Unauthenticated(f"The API key {secret[:6]}… has expired (at {when}).")
         return principal
@@ -103,10 +104,7 @@ class KeyCache:
         """The live key whose secret hashes to HASHED (a console session names its key so);
         None once it has expired."""
         principal = self._keys.get(hashed)
-        if principal is None or (principal.expires_at is not None
-                                 and principal.expires_at <= time.time()):
-            return None
-        return principal
+        return None if principal is None or principal.expired(time.time()) else principal
 
     def principals(self) -> list[Principal]:
         return list(self._keys.values())

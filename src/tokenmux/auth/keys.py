@@ -39,6 +39,9 @@ class Principal:
     # each request, so it takes effect to the second); None: never.
     expires_at: float | None = None
 
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
 
 def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)

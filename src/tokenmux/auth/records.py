@@ -12,7 +12,7 @@ import orjson
 from sqlalchemy import Engine, func, select, update
 
 from tokenmux.auth.keys import Principal, display_prefix, hash_key, new_key_id, new_secret
-from tokenmux.auth.options import KeyOptions
+from tokenmux.auth.options import KeyOptions, utc_time
 from tokenmux.budgets.money import PERIODS, period_of, ticks, ticks_to_usd
 from tokenmux.budgets.spent import spent_since
 from tokenmux.db.schema import api_keys
@@ -133,13 +133,8 @@ def list_keys(engine: Engine, *, include_revoked: bool = False,
         query = query.where(api_keys.c.id == key_id)
     with engine.connect() as conn:
         return [KeyRecord(**{**row._mapping, "fallback_models": _models(row.fallback_models),
-                             "expires_at": row.expires_at and _utc(row.expires_at)})
+                             "expires_at": row.expires_at and utc_time(row.expires_at)})
                 for row in conn.execute(query)]
-
-
-def _utc(when: datetime) -> datetime:
-    # SQLite gives a time back without its zone; every time the gateway stores is UTC.
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 def get_key(engine: Engine, key_id: str) -> KeyRecord | None:
@@ -199,7 +194,7 @@ def live_principals(engine: Engine) -> dict[str, Principal]:
                     tier_named(max_tier) if max_tier else None, _models(fallbacks), timeout_ms,
                     bool(strict), compression, compression_model, compression_threshold,
                     *_budget(budget_usd, budget_period),
-                    None if expires is None else _utc(expires).timestamp())
+                    None if expires is None else utc_time(expires).timestamp())
             except KeyError as unknown:
                 log.warning("key %s is left out: unknown tier %s", key_id, unknown)
     return principals

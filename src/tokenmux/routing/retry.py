@@ -151,14 +151,12 @@ class _Turns(Generic[T]):
             quota = route.quota
             try:
                 taken = await self.quotas.hold(quota.name, quota.rpm, quota.tpm, self.estimate)
+                if isinstance(taken, Shortfall):
+                    raise QuotaSpent(taken.wait)
             except BaseException:
                 if gate is not None:
                     gate.leave()
                 raise
-            if isinstance(taken, Shortfall):
-                if gate is not None:
-                    gate.leave()
-                raise QuotaSpent(taken.wait)
             held = taken
         attempts.count += 1
         if health.open_until:
