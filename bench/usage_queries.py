@@ -5,13 +5,16 @@
 Fills a fresh database (a temporary SQLite file; on PostgreSQL a database made for the run and
 dropped after), migrated to the newest schema so the indexes are the product's, with ROWS usage
 rows spread evenly over 30 days, 50 keys, 8 models on 4 providers, 500 end users and the four
-doors. Then runs each query the console makes (admin/usage.py) a few times and prints the
-best and median wall time of each, in milliseconds.
+doors. Rows made so bypass the ledger's writer, so the run marks their days as the writer
+would and times the rollup catching up on them (admin/rollup.py). Then runs each query the
+console makes (admin/usage.py) a few times and prints the best and median wall time of each,
+in milliseconds; `--no-rollup` leaves the days marked, so every summary reads the rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -24,8 +27,9 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, text
 
-from tokenmux.admin import usage
+from tokenmux.admin import rollup, usage
 from tokenmux.db import connect
+from tokenmux.db.schema import usage_dirty
 
 DAYS = 30
 RUNS = 3
@@ -91,13 +95,26 @@ def fill(engine: Engine, count: int) -> float:
                       else START.isoformat()})
     with engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE" if sqlite else "ANALYZE usage")
+        days = range(rollup.day_of(START), rollup.day_of(END))
+        conn.execute(usage_dirty.insert(), [{"day": day, "mark": random.getrandbits(62)}
+                                            for day in days])
     return time.perf_counter() - started
+
+
+def roll_up(engine: Engine) -> tuple[int, float]:
+    started = time.perf_counter()
+    built = rollup.Rollup(engine).catch_up(now=END)
+    return built, time.perf_counter() - started
 
 
 def queries() -> list[tuple[str, Callable[[Engine], Any]]]:
     month = usage.Filters(start=START, end=END)
     week = usage.Filters(start=END - timedelta(days=7), end=END)
     key = usage.Filters(start=START, end=END, key="key_0007")
+    # A range the console asks for: from a moment 30 days ago to now, part-days at both ends.
+    ragged = usage.Filters(start=START + timedelta(hours=13, minutes=37),
+                           end=END - timedelta(hours=10, minutes=23))
+    day = usage.Filters(start=END - timedelta(days=1), end=END)
     return [
         ("rows, newest page of the month", lambda e: usage.rows(e, month, 100)),
         ("rows, one key, the month", lambda e: usage.rows(e, key, 100)),
@@ -116,6 +133,16 @@ def queries() -> list[tuple[str, Callable[[Engine], Any]]]:
         ("summary, everything by day, the month", lambda e: usage.summary(e, month, ["day"])),
         ("summary, everything by model, the month",
          lambda e: usage.summary(e, month, ["model"])),
+        ("summary, everything by key, the month", lambda e: usage.summary(e, month, ["key"])),
+        ("summary, everything by end user, the month",
+         lambda e: usage.summary(e, month, ["user"])),
+        ("summary, errors by code, the month", lambda e: usage.summary(
+            e, usage.Filters(start=START, end=END, status="error"), ["error"])),
+        ("summary, everything by hour, the last day",
+         lambda e: usage.summary(e, day, ["hour"])),
+        ("summary, by day, 30 days to a part-day", lambda e: usage.summary(e, ragged, ["day"])),
+        ("summary, by model, 30 days to a part-day",
+         lambda e: usage.summary(e, ragged, ["model"])),
     ]
 
 
@@ -125,7 +152,10 @@ def _pages(engine: Engine, filters: usage.Filters, pages: int) -> None:
         _, cursor = usage.rows(engine, filters, 100, cursor)
 
 
-def measure(engine: Engine) -> None:
+def measure(engine: Engine, now_rolled: bool) -> None:
+    if now_rolled:
+        built, seconds = roll_up(engine)
+        print(f"  the rollup of {built} days built in {seconds:.1f} s")
     for name, query in queries():
         times = []
         for _ in range(RUNS):
@@ -141,11 +171,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--no-rollup", action="store_true",
+                        help="summaries from the rows alone, as before the rollup")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         engine = connect(str(Path(directory) / "bench.db"))
         print(f"SQLite: {args.rows} rows filled in {fill(engine, args.rows):.0f} s")
-        measure(engine)
+        measure(engine, not args.no_rollup)
         engine.dispose()
     if args.sqlite_only:
         return
@@ -155,7 +187,7 @@ def main() -> None:
     try:
         engine = connect(args.postgres.rsplit("/", 1)[0] + "/" + name)
         print(f"PostgreSQL: {args.rows} rows filled in {fill(engine, args.rows):.0f} s")
-        measure(engine)
+        measure(engine, not args.no_rollup)
         engine.dispose()
     finally:
         with psycopg.connect(args.postgres, autocommit=True) as admin:

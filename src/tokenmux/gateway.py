@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy import Engine
 
+from tokenmux.admin.rollup import Rollup
 from tokenmux.auth import KeyCache, Principal, hash_key
 from tokenmux.budgets import MemoryBudgets, SharedBudgets
 from tokenmux.compression import MemorySummaries, RedisSummaries, SummaryCache
@@ -70,6 +71,8 @@ class Gateway:
     telemetry: Telemetry | None = None  # `GET /metrics` and the traces (telemetry/)
     # The providers whose kind has an embeddings API, by name (`POST /v1/embeddings`).
     embedders: Mapping[str, Embedder] = field(default_factory=dict)
+    rollup: Rollup | None = None  # the usage aggregates of past days (admin/rollup.py)
+    _rollup_task: asyncio.Task[None] | None = None
 
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "the gateway has not been started"
@@ -90,6 +93,9 @@ class Gateway:
         self._session = new_session()
         self._key_watch = asyncio.create_task(self.keys.watch(), name="key-watch")
         self._tasks.append(self._key_watch)
+        if self.rollup is not None:
+            self._rollup_task = asyncio.create_task(self.rollup.keep(), name="usage-rollup")
+            self._tasks.append(self._rollup_task)
         metrics = None if self.telemetry is None else self.telemetry.metrics
         if metrics is not None and metrics.multiprocess:
             self._tasks.append(asyncio.create_task(metrics.keep_sampling(), name="metrics"))
@@ -148,6 +154,15 @@ class Gateway:
             return "stopped"
         return self.keys.health()
 
+    def rollup_health(self) -> str:
+        """`ok`, `failing` (a day could not be rolled up: its summaries read its rows) or
+        `stopped` (the task ended: a bug)."""
+        if self.rollup is None:
+            return "off"
+        if self._rollup_task is not None and self._rollup_task.done():
+            return "stopped"
+        return self.rollup.health()
+
     def database_ready(self) -> bool:
         with self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
@@ -203,6 +218,7 @@ def build(config: Config, *, engine: Engine | None = None, workers: int = 1,
         instance=instance,
         summaries=summaries,
         telemetry=telemetry,
+        rollup=Rollup(engine),
     )
     if telemetry.metrics is not None:
         telemetry.metrics.watch(gateway.ledger)

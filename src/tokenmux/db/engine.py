@@ -53,10 +53,15 @@ def connect(database: str, *, migrate: bool = True) -> Engine:
 _MIGRATION_LOCK = 0x746F6B656E6D7578 & 0x7FFFFFFFFFFFFFFF  # "tokenmux"
 
 
-def upgrade(engine: Engine) -> None:
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
+def alembic_config() -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(resources.files("tokenmux.db") / "migrations"))
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration is noise
+    cfg = alembic_config()
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             # Gateways starting together on one database migrate one at a time: the first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -96,6 +97,47 @@ usage = Table(
     # The console's filters (admin/usage.py): each with the time range that bounds them.
     Index("ix_usage_provider_created", "provider", "created_at"),
     Index("ix_usage_user_created", "end_user", "created_at"),
+)
+
+# The usage aggregates by UTC day (and by hour, unsplit), kept so that the console's summaries
+# over a month read hundreds of rows, not a million (admin/rollup.py). `dims` names the one
+# dimension a row is split by ("": none); the other dimension columns of that row are NULL.
+# The histograms are the latency and TTFT buckets of admin/aggregate.py, as a JSON array: the
+# first bucket it holds, then the count of every bucket from that one to the last.
+usage_rollup = Table(
+    "usage_rollup",
+    metadata,
+    Column("grain", String(4), nullable=False),  # "hour" or "day"
+    Column("period", Integer, nullable=False),  # its first hour, in hours since 1970 (UTC)
+    Column("dims", String(16), nullable=False),
+    Column("key_id", String(32)),
+    Column("key_name", String(200)),
+    Column("model", String(256)),
+    Column("provider", String(128)),
+    Column("end_user", String(256)),
+    Column("door", String(16)),
+    Column("status", Integer),
+    Column("error_code", String(64)),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cost_usd", String(40)),  # the exact decimal text: SQLite would keep a double
+    Column("latency", Text, nullable=False),
+    Column("ttft", Text, nullable=False),
+    Index("ix_usage_rollup_read", "grain", "dims", "period"),
+)
+
+# The UTC days whose usage rows changed since their rollup was made: the ledger's writer marks
+# a day in the transaction that writes its rows, with a fresh random mark each time, and a
+# rollup counts only if its day's mark was still the one it read when it began.
+usage_dirty = Table(
+    "usage_dirty",
+    metadata,
+    Column("day", Integer, primary_key=True, autoincrement=False),  # days since 1970 (UTC)
+    Column("mark", BigInteger, nullable=False),
 )
 
 # The operators' console's logins (admin/sessions.py): the cookie's random id only as a hash.

@@ -20,15 +20,17 @@ connections are handled as before.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
-from sqlalchemy import Engine, Insert, String, and_, insert, or_
+from sqlalchemy import Connection, Engine, Insert, String, and_, insert, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
-from tokenmux.db.schema import usage
+from tokenmux.db.schema import usage, usage_dirty
 from tokenmux.ledger.cost import Pricer
 from tokenmux.ledger.lines import DeadLetters, clean_text
 from tokenmux.ledger.row import CHECKPOINT_SOURCE
@@ -37,6 +39,7 @@ from tokenmux.ledger.row import CHECKPOINT_SOURCE
 _COLUMNS = [str(column.name) for column in usage.columns]
 _LIMITS = [(i, column.type.length) for i, column in enumerate(usage.columns)
            if isinstance(column.type, String) and column.type.length]
+_CREATED_AT = _COLUMNS.index("created_at")
 
 
 def is_data_error(exc: SQLAlchemyError) -> bool:
@@ -66,6 +69,7 @@ class Store:
         # SQLite's order is the columns' then the constants': the values go as they are.
         self._in_order = self._positional and self._slots == list(range(len(self._slots)))
         self._processors = _processors(dialect)
+        self._mark = _mark(dialect.name)
         self.meter = meter
 
     def observe(self, records: list[dict[str, Any]]) -> None:
@@ -113,6 +117,7 @@ class Store:
             with self._engine.begin() as conn:
                 conn.execute(self._statement, [dict(zip(_COLUMNS, row, strict=True))
                                                for row in rows])
+                self._mark_days(conn, rows)
             return
         try:
             params: list[Any] = [self._params(row) for row in rows]
@@ -123,6 +128,14 @@ class Store:
         # connection, without its compiling or parameter processing.
         with self._engine.begin() as conn:
             conn.exec_driver_sql(self._sql, params)
+            self._mark_days(conn, rows)
+
+    def _mark_days(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Marks the days of ROWS as changed, in the transaction that writes them, so that a
+        summary never reads a day's rollup made before them (admin/rollup.py)."""
+        days = {_day(row[_CREATED_AT]) for row in rows}
+        conn.execute(self._mark, [{"day": day, "mark": random.getrandbits(62)}
+                                  for day in sorted(days)])
 
     def _params(self, row: tuple[Any, ...]) -> tuple[Any, ...] | dict[str, Any]:
         values = [*row, *self._constants]
@@ -149,6 +162,21 @@ class Store:
             if isinstance(value, str) and len(value) > limit:
                 row[i] = clean_text(value[:limit])
         return tuple(row)
+
+
+def _day(at: Any) -> int:
+    return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() // 86400)
+
+
+def _mark(dialect: str) -> Insert:
+    """An upsert that gives a day a new mark. It takes the day's row lock on PostgreSQL, so a
+    rollup of that day finishing meanwhile finds its mark changed (DO NOTHING would not)."""
+    if dialect not in ("sqlite", "postgresql"):
+        return insert(usage_dirty)
+    upsert = (sqlite.insert(usage_dirty) if dialect == "sqlite"
+              else postgresql.insert(usage_dirty))
+    return upsert.on_conflict_do_update(index_elements=["day"],
+                                        set_={"mark": upsert.excluded.mark})
 
 
 def _winners(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

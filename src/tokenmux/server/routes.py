@@ -251,7 +251,10 @@ async def health(request: web.Request) -> web.Response:
             "instance": gateway.instance, "pid": os.getpid(), "workers": gateway.workers,
             # Where each key's rate limits are held: in this process whole, split over the
             # instances, or shared through Redis.
-            "limits": gateway.limiter.scope(), "budgets": gateway.budgets.scope()}
+            "limits": gateway.limiter.scope(), "budgets": gateway.budgets.scope(),
+            # The console's aggregates of past days; summaries stay exact without it (their
+            # rows answer), so it never makes the gateway unavailable.
+            "rollup": gateway.rollup_health()}
     if gateway.redis is not None:
         body["redis"] = "degraded" if gateway.redis.down else "ok"
         body["instances"] = gateway.redis.instances  # seen alive in the last minute
