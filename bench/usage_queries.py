@@ -140,6 +140,10 @@ def queries() -> list[tuple[str, Callable[[Engine], Any]]]:
             e, usage.Filters(start=START, end=END, status="error"), ["error"])),
         ("summary, everything by hour, the last day",
          lambda e: usage.summary(e, day, ["hour"])),
+        ("summary, by hour and model, the month",
+         lambda e: usage.summary(e, month, ["hour", "model"])),
+        ("summary, one key by hour, a week", lambda e: usage.summary(
+            e, usage.Filters(start=END - timedelta(days=7), end=END, key="key_0007"), ["hour"])),
         ("summary, by day, 30 days to a part-day", lambda e: usage.summary(e, ragged, ["day"])),
         ("summary, by model, 30 days to a part-day",
          lambda e: usage.summary(e, ragged, ["model"])),

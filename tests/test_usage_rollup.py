@@ -35,6 +35,7 @@ DAY1 = datetime(2026, 11, 16, tzinfo=UTC)  # three past days: the 16th, 17th and
 DAYS = [DAY1 + timedelta(days=i) for i in range(3)]
 GROUPINGS = [[], ["day"], ["hour"], ["key"], ["model"], ["provider"], ["user"], ["door"],
              ["status"], ["error"], ["day", "key"], ["day", "model"], ["hour", "model"],
+             ["hour", "key"], ["hour", "user"],
              ["key", "model"], ["status", "error"], ["upstream_model"]]
 FILTERS = [
     {}, {"start": DAY1, "end": DAY1 + timedelta(days=3)},

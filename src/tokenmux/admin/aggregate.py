@@ -10,6 +10,8 @@ of the exact figure, and parts add up exactly.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import operator
 from collections.abc import Mapping
 from decimal import Decimal
@@ -32,7 +34,7 @@ COUNTERS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_
 SPREADS = ("latency", "ttft")
 
 Group = tuple[Any, ...]
-Histogram = dict[int, int]
+Histogram = tuple[int, list[int]]  # the first bucket, and the counts of the buckets from it on
 
 
 class Figures:
@@ -40,78 +42,74 @@ class Figures:
 
     def __init__(self, group_by: list[str]):
         self.group_by = group_by
+        self.named = "key" in group_by  # each group carries its key's name
         self.groups: dict[Group, dict[str, Any]] = {}
         self.spread: dict[str, dict[Group, Histogram]] = {name: {} for name in SPREADS}
-        # Dense histograms added whole (the rollup's): [first bucket, counts from it on].
-        self._dense: dict[str, dict[Group, tuple[int, list[int]]]] = {n: {} for n in SPREADS}
 
     def add(self, group: Group, counters: Mapping[Any, Any]) -> None:
         entry = self.groups.get(group)
         if entry is None:
             entry = self.groups[group] = {**dict(zip(self.group_by, group, strict=True)),
                                           **dict.fromkeys(COUNTERS, 0), "cost_usd": None}
-        _add(entry, counters)
+        _add(entry, counters, self.named)
 
     def count(self, spread: str, group: Group, bucket: int, n: int) -> None:
-        histogram = self.spread[spread].setdefault(group, {})
-        histogram[bucket] = histogram.get(bucket, 0) + n
+        self.count_all(spread, group, bucket, [n])
 
     def count_all(self, spread: str, group: Group, first: int, counts: list[int]) -> None:
-        """Adds a histogram given as the counts of the buckets from FIRST on, one by one: a
-        summary over a month adds thousands, and this adds each in a few C-level passes."""
-        dense = self._dense[spread]
-        seen = dense.get(group)
-        if seen is None:
-            dense[group] = (first, counts)
-            return
-        low, have = seen
-        if first < low:
-            have[:0] = [0] * (low - first)
-            low = first
-        start = first - low
-        end = start + len(counts)
-        if end > len(have):
-            have.extend([0] * (end - len(have)))
-        have[start:end] = map(operator.add, have[start:end], counts)
-        dense[group] = (low, have)
+        """Adds the counts of the buckets from FIRST on (the list is kept, not copied)."""
+        histograms = self.spread[spread]
+        histograms[group] = _merged(histograms.get(group), first, counts)
 
     def finish(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The groups, ordered by their values, and the totals of all, with percentiles."""
-        for spread, dense in self._dense.items():
-            for group, (first, counts) in dense.items():
-                for i, n in enumerate(counts):
-                    if n:
-                        self.count(spread, group, first + i, n)
-            dense.clear()
         totals: dict[str, Any] = {**dict.fromkeys(COUNTERS, 0), "cost_usd": None}
         for entry in self.groups.values():
-            _add(totals, entry)
+            _add(totals, entry, False)
         for name, histograms in self.spread.items():
-            merged: Histogram = {}
-            for group, histogram in histograms.items():
-                self.groups[group].update(_percentiles(name, histogram))
-                for bucket, n in histogram.items():
-                    merged[bucket] = merged.get(bucket, 0) + n
-            totals.update(_percentiles(name, merged))
+            merged: Histogram | None = None
+            for group, (first, counts) in histograms.items():
+                self.groups[group].update(_percentiles(name, counts, first))
+                # The first is copied: the totals' histogram must not grow into a group's.
+                merged = _merged(merged, first, list(counts) if merged is None else counts)
+            first, counts = merged or (0, [])
+            totals.update(_percentiles(name, counts, first))
             for entry in self.groups.values():  # a group with no request to time
-                for figure in _percentiles(name, {}):
+                for figure in _percentiles(name, [], 0):
                     entry.setdefault(figure, None)
-        totals.pop("key_name", None)
         ordered = sorted(self.groups.values(),
                          key=lambda e: tuple(str(e[name]) for name in self.group_by))
         return ordered, totals
 
 
-def _add(into: dict[str, Any], counters: Mapping[Any, Any]) -> None:
+def _merged(have: Histogram | None, first: int, counts: list[int]) -> Histogram:
+    """HAVE with COUNTS added from bucket FIRST on, in a few C-level passes (a summary over a
+    month adds thousands of histograms); HAVE's list is changed in place."""
+    if have is None:
+        return first, counts
+    low, kept = have
+    if first < low:
+        kept[:0] = [0] * (low - first)
+        low = first
+    start = first - low
+    end = start + len(counts)
+    if end > len(kept):
+        kept.extend([0] * (end - len(kept)))
+    kept[start:end] = map(operator.add, kept[start:end], counts)
+    return low, kept
+
+
+def _add(into: dict[str, Any], counters: Mapping[Any, Any], named: bool) -> None:
+    """Adds COUNTERS into INTO, and, when NAMED, the key's name (grouped by key)."""
     for name in COUNTERS:
         into[name] += counters[name]
     if counters["cost_usd"] is not None:
         # SQLite sums money as a double: back to the ledger's precision before adding exactly.
         cost = Decimal(str(counters["cost_usd"])).quantize(UNIT)
         into["cost_usd"] = cost if into["cost_usd"] is None else into["cost_usd"] + cost
-    named = counters.get("key_name")
-    if named is not None and (into.get("key_name") is None or named > into["key_name"]):
-        into["key_name"] = named  # max(), as SQL picks it: the parts agree with one query
+    key_name = counters["key_name"] if named else None
+    if key_name is not None and (into.get("key_name") is None or key_name > into["key_name"]):
+        into["key_name"] = key_name  # max(), as SQL picks it: the parts agree with one query
 
 
 def from_rows(conn: Connection, where: ColumnElement[bool], into: Figures) -> None:
@@ -129,7 +127,7 @@ def from_rows(conn: Connection, where: ColumnElement[bool], into: Figures) -> No
         *(func.coalesce(func.sum(usage.c[name]).filter(billed), 0).label(name)
           for name in COUNTERS[2:]),
         func.sum(usage.c.cost_usd).filter(billed).label("cost_usd"),
-        *([func.max(usage.c.key_name).label("key_name")] if "key" in into.group_by else []),
+        *([func.max(usage.c.key_name).label("key_name")] if into.named else []),
     ).where(where).group_by(*groups, latency)
     ttft = bucket_of(usage.c.ttft_ms).label("bucket")
     ttfts = select(*groups, ttft, func.count().label("n")).where(
@@ -177,17 +175,10 @@ def _bucket_ms(bucket: int) -> float:
     return (bucket - 300) * 1000 + 500
 
 
-def _percentiles(name: str, histogram: Histogram) -> dict[str, float | None]:
-    total = sum(histogram.values())
-    result: dict[str, float | None] = {}
-    for p in PERCENTILES:
-        value = None
-        if total:
-            rank, seen = p / 100 * total, 0
-            for bucket in sorted(histogram):
-                seen += histogram[bucket]
-                if seen >= rank:
-                    value = _bucket_ms(bucket)
-                    break
-        result[f"{name}_p{p}_ms"] = value
-    return result
+def _percentiles(name: str, counts: list[int], first: int) -> dict[str, float | None]:
+    """The percentiles of the histogram whose buckets from FIRST on hold COUNTS: each is the
+    first bucket by which that share of the requests is reached."""
+    running = list(itertools.accumulate(counts))
+    total = running[-1] if running else 0
+    return {f"{name}_p{p}_ms": _bucket_ms(first + bisect.bisect_left(running, p / 100 * total))
+            if total else None for p in PERCENTILES}

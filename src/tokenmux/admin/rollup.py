@@ -1,6 +1,6 @@
-"""The usage summaries' rollup: each past UTC day's figures, whole and split by one dimension at
-a time, and its hours whole, so that a summary over a month reads hundreds of rows, not a
-million.
+"""The usage summaries' rollup: each past UTC day's figures and each of its hours', whole and split
+by one dimension at a time (hours by end user aside: as many rows as requests), so that a
+summary over a month reads hundreds or thousands of rows, not a million.
 
 Kept in the background (`Rollup.keep`), a day at a time once the day is over, and again when
 rows of a day arrive later (a spool replayed after an outage). The ledger's writer marks a day
@@ -36,7 +36,8 @@ DAY = timedelta(days=1)
 SPLITS: dict[str, tuple[str, ...]] = {
     "": (), "key": ("key",), "model": ("model",), "provider": ("provider",), "user": ("user",),
     "door": ("door",), "status": ("status", "error")}
-BUILDS = [("hour", ""), *(("day", split) for split in SPLITS)]
+BUILDS = [*(("hour", split) for split in SPLITS if split != "user"),
+          *(("day", split) for split in SPLITS)]
 COLUMNS = {"key": "key_id", "model": "model", "provider": "provider", "user": "end_user",
            "door": "door", "status": "status", "error": "error_code"}
 # The filters the rollup can apply, and the dimension each needs.
@@ -70,7 +71,7 @@ def split_for(filters: Filters, group_by: list[str]) -> tuple[str, str] | None:
     needed |= {dim for name, dim in FILTERED.items() if getattr(filters, name) is not None}
     grain = "hour" if "hour" in group_by else "day"
     for split, dims in SPLITS.items():
-        if needed <= set(dims) and (grain == "day" or split == ""):
+        if needed <= set(dims) and (grain, split) in BUILDS:
             return grain, split
     return None
 
@@ -109,10 +110,9 @@ def read(conn: Connection, grain: str, split: str, runs: list[tuple[int, int]],
     """Adds the rollup's figures of the days in RUNS that match FILTERS."""
     t = usage_rollup
     days = or_(*(and_(t.c.period >= first * 24, t.c.period < end * 24) for first, end in runs))
-    named = "key" in into.group_by
     columns = [t.c.period, *(t.c[COLUMNS[name]] for name in into.group_by if name in COLUMNS),
                *(t.c[name] for name in COUNTERS), t.c.cost_usd,
-               *(t.c[spread] for spread in SPREADS), *([t.c.key_name] if named else [])]
+               *(t.c[spread] for spread in SPREADS), *([t.c.key_name] if into.named else [])]
     query = select(*columns).where(t.c.grain == grain, t.c.dims == split, days,
                                    *filters.dimension_terms(t))
     loads, add, count_all = json.loads, into.add, into.count_all
@@ -174,18 +174,16 @@ def _rollup_rows(grain: str, split: str, day: int, figures: Figures) -> Iterator
                "key_name": entry.get("key_name"),
                **{name: entry[name] for name in COUNTERS},
                "cost_usd": None if cost is None else format(cost, "f"),
-               **{spread: _encode(figures.spread[spread].get(group, {}))
-                  for spread in SPREADS}}
+               **{spread: _encode(figures.spread[spread].get(group)) for spread in SPREADS}}
 
 
-def _encode(histogram: Histogram) -> str:
+def _encode(histogram: Histogram | None) -> str:
     """[first, n, n, ...]: the first bucket, then the counts of every bucket from it to the
     last it holds. JSON, because its parser reads a month of them fastest."""
-    if not histogram:
+    if histogram is None:
         return "[]"
-    first, last = min(histogram), max(histogram)
-    return json.dumps([first, *(histogram.get(b, 0) for b in range(first, last + 1))],
-                      separators=(",", ":"))
+    first, counts = histogram
+    return json.dumps([first, *counts], separators=(",", ":"))
 
 
 class Rollup:
