@@ -16,13 +16,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select
 
 from tokenmux.admin.aggregate import COUNTERS, SPREADS, TIME_UNITS, Figures, Histogram, from_rows
 from tokenmux.db.schema import usage, usage_dirty, usage_rollup
+from tokenmux.ledger.store import day_of
 
 if TYPE_CHECKING:
     from tokenmux.admin.usage import Filters
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROLLUP_SECONDS = 10.0  # how often a gateway looks for days to roll up
-DAY = timedelta(days=1)
 # Each split's dimensions: "status" keeps the error code beside the status, so it also answers
 # a summary by error, and one filtered by status.
 SPLITS: dict[str, tuple[str, ...]] = {
@@ -48,10 +48,6 @@ _FOREVER = -10**6  # a day before any row: the first of an open-ended range
 
 def _utc(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)  # SQLite keeps UTC times without a zone
-
-
-def day_of(at: datetime) -> int:
-    return int(_utc(at).timestamp() // 86400)
 
 
 def _first_whole_day(at: datetime) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, String, and_, insert, or_
@@ -133,7 +133,7 @@ class Store:
     def _mark_days(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         """Marks the days of ROWS as changed, in the transaction that writes them, so that a
         summary never reads a day's rollup made before them (admin/rollup.py)."""
-        days = {_day(row[_CREATED_AT]) for row in rows}
+        days = {day_of(row[_CREATED_AT]) for row in rows}
         conn.execute(self._mark, [{"day": day, "mark": random.getrandbits(62)}
                                   for day in sorted(days)])
 
@@ -164,7 +164,8 @@ class Store:
         return tuple(row)
 
 
-def _day(at: Any) -> int:
+def day_of(at: datetime) -> int:
+    """The UTC day of AT, in days since 1970 (a time without a zone is UTC, as SQLite keeps)."""
     return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() // 86400)
 
 
