@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, and_, delete, insert, or_, select
 
-from tokenmux.admin.aggregate import COUNTERS, SPREADS, TIME_UNITS, Figures, Histogram, from_rows
+from tokenmux.admin.aggregate import (
+    COUNTERS,
+    DIMENSIONS,
+    SPREADS,
+    TIME_UNITS,
+    Figures,
+    Histogram,
+    from_rows,
+)
+from tokenmux.auth.options import utc_time
 from tokenmux.db.schema import usage, usage_dirty, usage_rollup
 from tokenmux.ledger.store import day_of
 
@@ -38,21 +47,16 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "door": ("door",), "status": ("status", "error")}
 BUILDS = [*(("hour", split) for split in SPLITS if split != "user"),
           *(("day", split) for split in SPLITS)]
-COLUMNS = {"key": "key_id", "model": "model", "provider": "provider", "user": "end_user",
-           "door": "door", "status": "status", "error": "error_code"}
-# The filters the rollup can apply, and the dimension each needs.
-FILTERED = {"key": "key", "model": "model", "provider": "provider", "user": "user",
-            "door": "door", "status": "status"}
+# Each split dimension's column, named in the rollup as in the usage table.
+COLUMNS = {name: str(DIMENSIONS[name].name) for dims in SPLITS.values() for name in dims}
+# The filters the rollup can apply: each names the dimension it needs.
+FILTERED = ("key", "model", "provider", "user", "door", "status")
 _FOREVER = -10**6  # a day before any row: the first of an open-ended range
-
-
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)  # SQLite keeps UTC times without a zone
 
 
 def _first_whole_day(at: datetime) -> int:
     day = day_of(at)
-    return day if _midnight(day) == _utc(at) else day + 1
+    return day if _midnight(day) == utc_time(at) else day + 1
 
 
 def _midnight(day: int) -> datetime:
@@ -64,7 +68,7 @@ def split_for(filters: Filters, group_by: list[str]) -> tuple[str, str] | None:
     if filters.request_id is not None:
         return None
     needed = {name for name in group_by if name not in TIME_UNITS}
-    needed |= {dim for name, dim in FILTERED.items() if getattr(filters, name) is not None}
+    needed |= {name for name in FILTERED if getattr(filters, name) is not None}
     grain = "hour" if "hour" in group_by else "day"
     for split, dims in SPLITS.items():
         if needed <= set(dims) and (grain, split) in BUILDS:
@@ -76,7 +80,7 @@ def plan(conn: Connection, filters: Filters, now: datetime
          ) -> tuple[list[tuple[int, int]], list[tuple[datetime | None, datetime | None]]]:
     """The runs of whole past days [first, end) the rollup answers for FILTERS' range, and the
     spans of time left to the usage rows (None: open)."""
-    start = None if filters.start is None else _utc(filters.start)
+    start = None if filters.start is None else utc_time(filters.start)
     first = _FOREVER if start is None else _first_whole_day(start)
     end = day_of(now) if filters.end is None else min(day_of(now), day_of(filters.end))
     if first >= end:
@@ -96,7 +100,7 @@ def plan(conn: Connection, filters: Filters, now: datetime
         if run_first != _FOREVER and (at is None or at < _midnight(run_first)):
             spans.append((at, _midnight(run_first)))
         at = _midnight(run_end)
-    if filters.end is None or at is None or at < _utc(filters.end):
+    if filters.end is None or at is None or at < utc_time(filters.end):
         spans.append((at, filters.end))
     return runs, spans
 
