@@ -1,4 +1,5 @@
-"""Shared fixtures: a fake OpenAI upstream and real gateway processes started from the CLI."""
+"""Shared fixtures: a fake OpenAI upstream and real gateway processes started from the CLI
+(through `tests.launcher`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -23,6 +23,7 @@ import openai
 import psycopg
 import pytest
 
+from tests import launcher
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -146,7 +147,7 @@ class Gateway:
         self.env = {**os.environ, "FAKE_UPSTREAM_KEY": UPSTREAM_KEY}
         for name in ("TOKENMUX_CONFIG", "TOKENMUX_ADMIN_KEY", *PROVIDER_KEYS):
             self.env.pop(name, None)
-        self.process: subprocess.Popen[str] | None = None
+        self.process: Any = None
         self.output = ""
         named = re.search(r"^database: *(\S+)", config_text or "", re.MULTILINE)
         self.database = named.group(1) if named else None
@@ -155,12 +156,9 @@ class Gateway:
         return ["--config", str(self.config)] if self.config else []
 
     def start(self, timeout: float = 30, args: Sequence[str] = ()) -> Gateway:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tokenmux", "serve", *self._config_args(),
-             "--port", str(self.port), *args],
-            cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
-        )
+        self.process = launcher.popen(
+            ["serve", *self._config_args(), "--port", str(self.port), *args],
+            cwd=self.cwd, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -199,10 +197,8 @@ class Gateway:
         return self.output
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "tokenmux", *args, *self._config_args()],
-            cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=60,
-        )
+        result = launcher.run([*args, *self._config_args()], cwd=self.cwd, env=self.env,
+                              timeout=60)
         if check and result.returncode != 0:
             raise AssertionError(f"tokenmux {' '.join(args)} failed:\n{result.stderr}")
         return result
