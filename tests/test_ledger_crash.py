@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import ADMIN_KEY, Gateway, config_for, wait_until
 from tests.fakes.openai_upstream import REPLY
 from tests.streaming import Streamed
+from tests.test_metrics import samples, total
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -470,3 +471,30 @@ def test_a_live_streams_checkpoint_is_never_a_row_through_a_database_outage(tmp_
     assert received[-1] == "data: [DONE]"
     row = running.wait_row("live")
     assert (row["status"], row["usage_source"]) == (200, "upstream")
+
+
+def test_rows_behind_a_segment_the_disk_cannot_give_back_are_still_counted(tmp_path, upstream):
+    # Nothing is committed before the kill (a minute's flush): the three rows stay in a segment.
+    config = config_for(tmp_path, upstream).replace(
+        "ledger: {flush_interval_ms: 50}", "ledger: {flush_interval_ms: 60000}")
+    running = Gateway(tmp_path, config).start()
+    try:
+        for i in range(3):
+            assert _chat(running, f"behind-{i}").status_code == 200
+        assert running.rows() == []
+        _kill(running)
+    finally:
+        running.stop()
+    [segment] = running.wal_dir.glob("p*/seg-*.jsonl")
+    # An older segment that cannot be read (a directory where its file should be: EISDIR).
+    (segment.parent / "seg-00000000.jsonl").mkdir()
+    restarted = _restart(running)
+    try:
+        detail = _health(restarted).json()["ledger_detail"]
+        assert detail["disk_failures"] >= 1 and detail["segments_waiting"] == 2
+        # The metrics count what the ledger holds, whether or not it can reach the database yet.
+        found = samples(restarted)
+        assert total(found, "tokenmux_requests_total") == 3
+        assert restarted.rows() == []
+    finally:
+        restarted.stop()
