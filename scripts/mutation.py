@@ -43,8 +43,19 @@ from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 
-# Module (file or folder under src/tokenmux) → the tests that show its rules.
+# Module (file or folder under src/tokenmux) → the tests that show its rules. A file named here
+# takes its own tests, not those of its folder further down.
+_MESSAGES = ["tests/test_messages_door.py", "tests/test_client_libraries.py"]
+_RESPONSES = ["tests/test_responses.py", "tests/test_responses_rules.py",
+              "tests/test_response_store.py"]
 MODULES: dict[str, list[str]] = {
+    "api/anthropic_messages.py": _MESSAGES,
+    "api/anthropic_answers.py": _MESSAGES,
+    "api/anthropic_wire.py": _MESSAGES,
+    "api/responses.py": _RESPONSES,
+    "api/response_object.py": _RESPONSES,
+    "api/response_store.py": _RESPONSES,
+    "api/embeddings.py": ["tests/test_embeddings.py"],
     "limits": ["tests/limits", "tests/test_ratelimit_headers.py", "tests/test_keys_rules.py",
                "tests/test_errors.py", "tests/server/test_client_limits.py",
                "tests/test_shared_limits.py", "tests/test_workers.py", "tests/test_budgets.py"],
@@ -54,17 +65,19 @@ MODULES: dict[str, list[str]] = {
                 "tests/test_param_policy.py", "tests/test_max_output.py",
                 "tests/test_catalog_data.py", "tests/test_catalog_api.py",
                 "tests/test_catalog_config.py", "tests/test_catalog_shipped.py",
-                "tests/test_config_rules.py"],
+                "tests/test_config_rules.py", "tests/test_channel_quotas.py"],
     "ledger": ["tests/test_row_cost.py", "tests/test_ledger.py", "tests/test_row_figures.py",
                "tests/test_config_rules.py", "tests/test_ledger_crash.py", "tests/test_shutdown.py",
                "tests/test_streams.py", "tests/test_chat_completions.py",
-               "tests/test_equivalence.py"],
+               "tests/test_equivalence.py", "tests/test_metrics.py",
+               "tests/test_usage_rollup.py"],
     "api": ["tests/test_validation.py", "tests/test_api_rules.py", "tests/test_errors.py",
             "tests/test_chat_completions.py", "tests/test_fallback_fields.py",
             "tests/test_stream_clients.py", "tests/test_validation_property.py"],
     "auth": ["tests/test_key_watch.py", "tests/test_keys_rules.py", "tests/test_errors.py",
              "tests/test_cli_and_config.py", "tests/server/test_refusals.py",
-             "tests/test_fallback_fields.py"],
+             "tests/test_fallback_fields.py", "tests/test_key_expiry.py",
+             "tests/test_admin_api.py"],
     "pipeline.py": ["tests/test_chat_completions.py", "tests/test_row_figures.py",
                     "tests/test_streams.py", "tests/test_stream_clients.py", "tests/test_errors.py",
                     "tests/test_routing.py", "tests/test_fallback_fields.py",
@@ -170,7 +183,8 @@ def _files(modules: list[str]) -> list[Path]:
     for name in chosen:
         path = Path(name)
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    return [f for f in files if f.name != "__init__.py"]
+    # A file named in MODULES is also in its folder: once is enough.
+    return [f for f in dict.fromkeys(files) if f.name != "__init__.py"]
 
 
 def _tests_for(path: Path) -> list[str]:
