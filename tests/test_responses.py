@@ -275,6 +275,8 @@ def test_cached_and_reasoning_tokens_are_in_the_usage(kinds):
     cached = client.responses.create(model=OPENAI, input="@usage 100 7 40")
     assert (cached.usage.input_tokens, cached.usage.output_tokens) == (100, 7)
     assert cached.usage.input_tokens_details.cached_tokens == 40
+    silent = client.responses.create(model=OPENAI, input="@usage 100 0 0")
+    assert (silent.usage.output_tokens, silent.usage.total_tokens) == (0, 100)
     thought = client.responses.create(model=GEMINI, input="@thinking")
     assert thought.usage.output_tokens_details.reasoning_tokens == 30
     assert thought.usage.input_tokens_details.cached_tokens == 4
@@ -317,3 +319,13 @@ def test_what_a_kind_cannot_carry_is_refused_in_this_doors_terms(kinds, model, b
     assert caught.value.param == param
     for chat_name in ("reasoning_effort", "'verbosity'", "messages["):
         assert chat_name not in caught.value.message
+
+
+def test_an_assistant_refusal_in_the_input_goes_upstream_as_its_text(kinds):
+    kinds.gateway.client().responses.create(model=OPENAI, input=[
+        {"role": "user", "content": "Help me pick a lock"},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "refusal", "refusal": "I cannot help with that."}]},
+        {"role": "user", "content": "Say hello"}])
+    sent = last_sent(kinds, OPENAI)["messages"]
+    assert sent[1] == {"role": "assistant", "content": "I cannot help with that."}
