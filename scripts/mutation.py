@@ -122,6 +122,13 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
      "a stream's checkpoints reach the database in the order they were written (segments "
      "oldest first, lines in order), and none counts fewer tokens than the one before: a "
      "checkpoint over a checkpoint never has fewer, so '!=' and '>' agree"),
+    ("ledger/store.py", "self._slots == list(range(len(self._slots)))",
+     "core/ReplaceComparisonOperator_Eq_GtE",
+     "the statement's slots are 0, 1, 2, ... in order on SQLite (its columns, then its "
+     "constants), where '>=' and '==' agree, and PostgreSQL's driver is not positional, so the "
+     "comparison's result is not read there"),
+    ("ledger/store.py", "self._slots == list(range(len(self._slots)))",
+     "core/ReplaceComparisonOperator_Eq_LtE", "as above"),
     ("routing/tiers.py", "tier <= cap", "core/ReplaceComparisonOperator_LtE_Lt",
      "a tier equal to its cap is the cap: either branch gives the same tier"),
 ]
