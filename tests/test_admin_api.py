@@ -131,7 +131,9 @@ def test_a_key_made_by_the_api_serves_changes_and_is_revoked(gw):
 @pytest.mark.parametrize(("body", "param"), [
     ({"rpm": 5}, "name"),
     ({"name": ""}, "name"),
+    ({"name": "x" * 201}, "name"),  # the column holds 200
     ({"name": "x", "rpm": 0}, "rpm"),
+    ({"name": "x", "tpm": 0}, "tpm"),
     ({"name": "x", "tier": "warp"}, "tier"),
     ({"name": "x", "tier": "ludicrous", "max_tier": "slow"}, "tier"),
     ({"name": "x", "budget_period": "day"}, "budget_period"),
@@ -146,6 +148,11 @@ def test_a_bad_key_is_refused_naming_its_field(gw, body, param):
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"]["param"] == param
     assert refused.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_key_takes_the_longest_name_and_the_least_limits(gw):
+    made = new_key(gw, "y" * 200, rpm=1, tpm=1)
+    assert (len(made["name"]), made["rpm"], made["tpm"]) == (200, 1, 1)
 
 
 def test_a_body_that_is_not_an_object_is_a_400(gw):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,9 +42,13 @@ def test_a_key_row_with_an_unknown_tier_stops_neither_the_watch_nor_the_others(w
 def test_health_says_stale_while_keys_cannot_be_read_and_ok_once_they_can(watched):
     assert _health(watched).json()["keys"] == "ok"
     watched.sql("ALTER TABLE api_keys RENAME TO api_keys_away")
+    cut = time.monotonic()
     try:
-        # Twenty polls of half a second without a good refresh.
-        assert wait_until(lambda: _health(watched).json()["keys"] == "stale", timeout=30)
+        # Twenty polls of half a second without a good refresh: 10 s after the last good one,
+        # which came about a poll before the cut (the bounds leave seconds for a busy machine).
+        assert wait_until(lambda: _health(watched).json()["keys"] == "stale", timeout=30,
+                          interval=0.2)
+        assert 5 <= time.monotonic() - cut <= 17
         health = _health(watched)
         assert (health.status_code, health.json()["status"]) == (503, "unavailable")
     finally:
