@@ -284,3 +284,13 @@ def test_valid_options_of_every_kind_pass_through_to_openai_unchanged(kinds):
     sent = kinds.openai.last().body
     assert sent["messages"] == messages
     assert {k: sent[k] for k in options} == options
+
+
+@pytest.mark.parametrize(("role", "shown"), [
+    ("r" * 58, "'" + "r" * 58 + "'"),  # 60 characters with its quotes: shown whole
+    ("r" * 59, "'" + "r" * 56 + "..."),  # 61: cut to 57 and an ellipsis
+])
+def test_a_wrong_value_is_quoted_in_the_message_up_to_60_characters(kinds, role, shown):
+    error = assert_400(kinds.gateway.post({"model": ECHO, "messages": [
+        {"role": role, "content": "hi"}]}), "messages[0].role")
+    assert error["message"].endswith(f"; got {shown}.")
