@@ -109,6 +109,10 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ("*", "slots=True", "core/ReplaceTrueWithFalse",
      "slots only change a dataclass's memory layout and forbid attributes it does not declare, "
      "which no code sets (mypy checks it)"),
+    ("*", "frozen=True", "core/ReplaceTrueWithFalse",
+     "frozen forbids assigning a field, which mypy refuses anywhere, and makes instances "
+     "hashable: a class hashed somewhere fails at once without it, so one that survives is "
+     "never hashed, and nothing changes"),
     ("ledger/report.py", "prompt_tokens), 0)", "core/NumberReplacer",
      "each group of the totals has a row at least, and the summed column is NOT NULL: the sum "
      "is never NULL, so coalesce's default is never read"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -77,6 +78,7 @@ def test_a_key_made_by_the_api_serves_changes_and_is_revoked(gw):
                    budget_usd="2.5", budget_period="day", fallback_models=["quick-model"])
     secret = made["secret"]
     assert secret.startswith("tm-") and made["prefix"] == secret[:10]
+    assert re.fullmatch(r"key_[0-9a-f]{16}", made["id"])
     assert (made["rpm"], made["tier"], made["max_tier"]) == (50, "fast", "ludicrous")
     assert (made["budget_usd"], made["budget_period"]) == ("2.5", "day")
     assert made["fallback_models"] == ["quick-model"]
