@@ -496,5 +496,12 @@ def test_rows_behind_a_segment_the_disk_cannot_give_back_are_still_counted(tmp_p
         found = samples(restarted)
         assert total(found, "tokenmux_requests_total") == 3
         assert restarted.rows() == []
+        # The segments are the restarted gateway's now: another starting beside it leaves them.
+        beside = _restart(running)
+        try:
+            assert _health(beside).json()["ledger_detail"]["segments_waiting"] == 0
+            assert total(samples(beside), "tokenmux_requests_total") == 0
+        finally:
+            beside.stop()
     finally:
         restarted.stop()
