@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import bench
+from instructions import ask
 
 KINDS = (("json", "bench-json", False), ("stream", "bench-sse", True))
 
@@ -55,27 +56,16 @@ else:
 """
 
 
-def ask(connection: http.client.HTTPConnection, body: str, authorization: str | None) -> None:
-    headers = {"Content-Type": "application/json"}
-    if authorization:
-        headers["Authorization"] = authorization
-    connection.request("POST", "/v1/chat/completions", body, headers)
-    answer = connection.getresponse()
-    data = answer.read()
-    if answer.status != 200:
-        raise bench.BenchError(f"HTTP {answer.status}: {data[:300]!r}")
-
-
-def profiled(service: bench.Service, port: int, out: Path, body: str, requests: int,
-             authorization: str | None) -> pstats.Stats:
+def profiled(service: bench.Service, port: int, out: Path, body: str, kind: str,
+             requests: int, authorization: str | None) -> pstats.Stats:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     for _ in range(100):
-        ask(connection, body, authorization)
+        ask(connection, body, kind, None, authorization)
     out.unlink(missing_ok=True)
     os.kill(service.process.pid, signal.SIGUSR1)
     time.sleep(0.5)  # the handler runs between two of the loop's callbacks
     for _ in range(requests):
-        ask(connection, body, authorization)
+        ask(connection, body, kind, None, authorization)
     os.kill(service.process.pid, signal.SIGUSR2)
     deadline = time.monotonic() + 60
     while not out.exists():
@@ -142,7 +132,8 @@ def main() -> int:
                 try:
                     body = json.dumps({"model": model, "messages": bench.PROMPT,
                                        "stream": stream})
-                    stats = profiled(service, port, out, body, args.requests, authorization)
+                    stats = profiled(service, port, out, body, kind, args.requests,
+                                     authorization)
                 finally:
                     service.stop(wait=60)
                 results[f"{target} {kind}"] = breakdown(stats, args.requests)
