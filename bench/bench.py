@@ -122,6 +122,16 @@ def port_free(port: int) -> bool:
     return True
 
 
+def port_taken(who: str, *ports: int) -> bool:
+    """Whether one of PORTS is in use (said on stderr as WHO): another run there would answer
+    this one's requests and spoil both."""
+    for port in ports:
+        if not port_free(port):
+            print(f"{who}: port {port} is already in use", file=sys.stderr)
+            return True
+    return False
+
+
 def wait_until(ready, service: Service, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -599,10 +609,8 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("bench: wrk is not installed (bench/run installs it)", file=sys.stderr)
         return 1
-    for port in (args.upstream_port, args.gateway_port, args.bare_port):
-        if not port_free(port):
-            print(f"bench: port {port} is already in use", file=sys.stderr)
-            return 1
+    if port_taken("bench", args.upstream_port, args.gateway_port, args.bare_port):
+        return 1
 
     # SIGTERM (from bench/run's trap, or anyone) unwinds through the finally below.
     def interrupted(signum: int, _frame: object) -> None:

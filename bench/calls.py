@@ -104,10 +104,8 @@ def main() -> int:
     parser.add_argument("--gateway-port", type=int, default=19122)
     parser.add_argument("--bare-port", type=int, default=19123)
     args = parser.parse_args()
-    for port in (args.upstream_port, args.gateway_port, args.bare_port):
-        if not bench.port_free(port):
-            print(f"calls.py: port {port} is already in use", file=sys.stderr)
-            return 1
+    if bench.port_taken("calls.py", args.upstream_port, args.gateway_port, args.bare_port):
+        return 1
     tmp = Path(tempfile.mkdtemp(prefix="tokenmux-calls-"))
     wrapper = tmp / "profiled.py"
     wrapper.write_text(WRAPPER)

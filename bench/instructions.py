@@ -140,11 +140,8 @@ def main() -> int:
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("instructions.py: valgrind is not installed", file=sys.stderr)
         return 1
-    # Another run on the same ports would answer our requests and spoil both counts.
-    for port in (args.upstream_port, args.gateway_port, args.bare_port):
-        if not bench.port_free(port):
-            print(f"instructions.py: port {port} is already in use", file=sys.stderr)
-            return 1
+    if bench.port_taken("instructions.py", args.upstream_port, args.gateway_port, args.bare_port):
+        return 1
     tmp = Path(tempfile.mkdtemp(prefix="tokenmux-instructions-"))
     out = tmp / "callgrind.out"
     upstream = bench.start_upstream(tmp, args.upstream_port)

@@ -276,10 +276,8 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=bench.BENCH_DIR / "results")
     args = parser.parse_args()
     warmup = args.warmup if args.warmup is not None else min(120.0, args.duration / 5)
-    for port in (args.upstream_port, args.gateway_port):
-        if not bench.port_free(port):
-            print(f"soak: port {port} is already in use", file=sys.stderr)
-            return 1
+    if bench.port_taken("soak", args.upstream_port, args.gateway_port):
+        return 1
     if not shutil.which("wrk") and args.rate is None:
         print("soak: wrk is not installed (bench/run installs it); or give --rate", file=sys.stderr)
         return 1

@@ -142,10 +142,8 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=bench.BENCH_DIR / "results")
     args = parser.parse_args()
     counts = [int(k) for k in args.streams.split(",")]
-    for port in (args.upstream_port, args.gateway_port):
-        if not bench.port_free(port):
-            print(f"streams.py: port {port} is already in use", file=sys.stderr)
-            return 1
+    if bench.port_taken("streams.py", args.upstream_port, args.gateway_port):
+        return 1
 
     tmp = Path(tempfile.mkdtemp(prefix="tokenmux-streams-"))
     services: list[bench.Service] = []
