@@ -135,13 +135,14 @@ def test_tokens_per_minute_limit_counts_the_answer(gateway):
     # Each call reserves its prompt estimate plus max_tokens, then settles the real count.
     body = {"model": "fake-model", "messages": HELLO, "max_tokens": 250}
     assert wait_until(lambda: gateway.post(body, key=secret).status_code == 200)
-    statuses = [gateway.post(body, key=secret).status_code for _ in range(40)]
-    assert 429 in statuses
-    response = gateway.post(body, key=secret)
-    assert_error(response, 429, code="rate_limit_exceeded", type_="tokens")
-    assert 1 <= int(response.headers["retry-after"]) <= 60
+    # The refusal itself is asserted: a later call may be admitted again, as the bucket refills.
+    answers = []
+    while len(answers) < 60 and (not answers or answers[-1].status_code == 200):
+        answers.append(gateway.post(body, key=secret))
+    assert_error(answers[-1], 429, code="rate_limit_exceeded", type_="tokens")
+    assert 1 <= int(answers[-1].headers["retry-after"]) <= 60
     # The settled counts are small (about 20 tokens a call), so many more than 600/250 fit.
-    assert statuses.index(429) > 10
+    assert len(answers) > 10
 
 
 def test_upstream_server_error_is_502(gateway):
