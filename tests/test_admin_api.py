@@ -136,6 +136,10 @@ def test_a_key_made_by_the_api_serves_changes_and_is_revoked(gw):
     ({"name": "x" * 201}, "name"),  # the column holds 200
     ({"name": "x", "rpm": 0}, "rpm"),
     ({"name": "x", "tpm": 0}, "tpm"),
+    ({"name": "x", "rpm": 2**31}, "rpm"),  # the column is a 32-bit integer
+    ({"name": "x", "compression": "on", "compression_threshold": 0}, "compression_threshold"),
+    ({"name": "x", "compression": "on", "compression_threshold": 2**31},
+     "compression_threshold"),
     ({"name": "x", "tier": "warp"}, "tier"),
     ({"name": "x", "tier": "ludicrous", "max_tier": "slow"}, "tier"),
     ({"name": "x", "budget_period": "day"}, "budget_period"),
@@ -153,8 +157,11 @@ def test_a_bad_key_is_refused_naming_its_field(gw, body, param):
 
 
 def test_a_key_takes_the_longest_name_and_the_least_limits(gw):
-    made = new_key(gw, "y" * 200, rpm=1, tpm=1)
-    assert (len(made["name"]), made["rpm"], made["tpm"]) == (200, 1, 1)
+    made = new_key(gw, "y" * 200, rpm=1, tpm=1, compression="on", compression_threshold=1)
+    assert (len(made["name"]), made["rpm"], made["tpm"], made["compression_threshold"]) == (
+        200, 1, 1, 1)
+    most = new_key(gw, "z", rpm=2**31 - 1, compression="on", compression_threshold=2**31 - 1)
+    assert (most["rpm"], most["compression_threshold"]) == (2**31 - 1, 2**31 - 1)
 
 
 def test_a_body_that_is_not_an_object_is_a_400(gw):

@@ -57,7 +57,7 @@ def test_a_plain_message_with_a_system_prompt(client, kinds, model):
     raw = client.messages.with_raw_response.create(
         model=model, max_tokens=200, system="Answer briefly.",
         messages=[{"role": "user", "content": "Say hello"}],
-        metadata={"user_id": "end-user-7"})
+        metadata={"user_id": "end-user-7"}, stream=False)  # the SDK sends "stream": false
     message = raw.parse()
     assert message.type == "message" and message.role == "assistant"
     assert message.model == model
@@ -320,6 +320,9 @@ def test_sampling_fields_follow_the_clients_api_version(kinds):
     ({"model": OPENAI, "max_tokens": 10, "top_k": 3,
       "messages": [{"role": "user", "content": "Hi"}]},
      "top_k: Extra inputs are not permitted"),
+    ({"model": OPENAI, "max_tokens": 10, "stream": "yes",
+      "messages": [{"role": "user", "content": "Hi"}]},
+     "stream: Input should be a valid boolean"),
 ])
 def test_bad_requests_are_refused_in_the_apis_shape(kinds, body, message):
     answer = post(kinds.gateway, body)
