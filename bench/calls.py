@@ -10,7 +10,9 @@ Each target runs under a small wrapper that switches cProfile on with SIGUSR1 an
 SIGUSR2; N requests of one kind go through one keep-alive connection in between, after 100 that
 warm up. Standard library only, like bench.py.
 
-    .venv/bin/python bench/calls.py [--requests 2000]
+    .venv/bin/python bench/calls.py [--requests 2000] [--functions 30]
+
+`--functions N` also lists the gateway's N most called functions of each kind, per request.
 """
 
 from __future__ import annotations
@@ -96,9 +98,19 @@ def breakdown(stats: pstats.Stats, requests: int) -> dict[str, float]:
     return {name: count / requests for name, count in calls.most_common()}
 
 
+def top_functions(stats: pstats.Stats, requests: int, count: int) -> list[str]:
+    rows = sorted(stats.stats.items(), key=lambda item: -item[1][1])  # type: ignore[attr-defined]
+    lines = []
+    for (filename, line, function), (_, calls, *_rest) in rows[:count]:
+        where = filename.split("/site-packages/")[-1].split("/src/")[-1]
+        lines.append(f"  {calls / requests:7.1f}  {where}:{line} {function}")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--functions", type=int, default=0)
     parser.add_argument("--python", type=Path, default=Path(sys.executable))
     parser.add_argument("--upstream-port", type=int, default=19121)
     parser.add_argument("--gateway-port", type=int, default=19122)
@@ -112,6 +124,7 @@ def main() -> int:
     launcher = (str(args.python), str(wrapper))
     upstream = bench.start_upstream(tmp, args.upstream_port)
     results: dict[str, dict[str, float]] = {}
+    top: dict[str, list[str]] = {}
     try:
         for target in ("gateway", "bare"):
             folder = tmp / target
@@ -135,6 +148,8 @@ def main() -> int:
                 finally:
                     service.stop(wait=60)
                 results[f"{target} {kind}"] = breakdown(stats, args.requests)
+                if target == "gateway":
+                    top[kind] = top_functions(stats, args.requests, args.functions)
     except bench.BenchError as exc:
         print(f"calls.py: {exc}", file=sys.stderr)
         return 1
@@ -150,6 +165,9 @@ def main() -> int:
         print(f"  {'':14}{'gateway':>9}{'bare':>9}")
         for name in sorted(set(gateway) | set(bare), key=lambda n: -gateway.get(n, 0)):
             print(f"  {name:14}{gateway.get(name, 0):9.1f}{bare.get(name, 0):9.1f}")
+        if args.functions:
+            print(f"  the gateway's {args.functions} most called functions, calls per request:")
+            print("\n".join(top[kind]))
     return 0
 
 

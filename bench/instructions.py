@@ -13,6 +13,7 @@ keep-alive connection, and the counters are dumped. Standard library only, like 
     .venv/bin/python bench/instructions.py [--requests 300] [--python .venv/bin/python]
                                            [--with-key]
 
+`--keep DIR` keeps callgrind's dumps there (one per kind, in order), for `callgrind_annotate`.
 `--with-key` also counts each kind with a fresh Idempotency-Key on every request, in the same run.
 The bare pass-through (bare.py, the floor) is counted the same way after the gateway, unless
 `--no-bare`: `gateway / bare` is what the gateway's features cost in instructions.
@@ -128,6 +129,7 @@ def main() -> int:
     parser.add_argument("--upstream-port", type=int, default=19111)
     parser.add_argument("--gateway-port", type=int, default=19112)
     parser.add_argument("--bare-port", type=int, default=19113)
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep callgrind's dumps here")
     parser.add_argument("--no-bare", action="store_true",
                         help="do not count the bare pass-through (it takes another minute)")
     parser.add_argument("--limits", action="store_true",
@@ -190,6 +192,10 @@ def main() -> int:
             if service is not None:
                 service.stop(wait=60)
         upstream.stop()
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in tmp.glob("*callgrind.out.*"):
+                shutil.copy(dump, args.keep / dump.name)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

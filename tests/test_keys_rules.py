@@ -1,6 +1,7 @@
 """Keys and limits as a client and an operator see them: the `x-api-key` header, `keys list
 --json`, revocation by id reaching a running gateway within its half-second poll, and the
-rate limit's `Retry-After` (whole seconds, rounded up) with its exact `retry-after-ms`."""
+rate limit's `Retry-After` (whole seconds, rounded up) with its exact `retry-after-ms`, and a
+key made a moment ago served on its first request."""
 
 from __future__ import annotations
 
@@ -71,6 +72,19 @@ def test_keys_list_json_and_revocation_by_id_reach_a_running_gateway_within_its_
     # previous one was seen, that is just after a poll, and its CLI takes about a second: a
     # poll every few seconds, or a cache kept that long, would leave it served for seconds.
     assert max(delays) < 2.0, delays
+
+
+def test_a_key_made_just_after_a_wrong_one_was_tried_works_at_once(gateway):
+    # A wrong key makes the gateway reread the keys; a key made in the next instant (through
+    # the admin API, milliseconds) must still be found on its first request, not at the poll.
+    body = {"model": "fake-model", "messages": HELLO}
+    for trial in range(TRIALS):
+        assert gateway.post(body, key=f"tm-wrong-{trial}").status_code == 401
+        made = httpx.post(gateway.base_url + "/admin/v1/keys", json={"name": f"fresh-{trial}"},
+                          headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+        assert made.status_code == 201, made.text
+        answer = gateway.post(body, key=made.json()["secret"])
+        assert answer.status_code == 200, answer.text
 
 
 def test_retry_after_is_the_exact_wait_rounded_up_to_whole_seconds(gateway):

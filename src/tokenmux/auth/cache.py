@@ -2,10 +2,11 @@
 
 A background task polls the keys table's revision, so a key revoked with the CLI is refused by a
 running gateway within `poll_interval`, with no database round trip per request. An unknown key
-triggers one early refresh (shared by concurrent callers, at most one per `MISS_REFRESH_GAP`), so
-a key created a moment ago works on its first request. An expired key stays in the view, so
-its refusal can say it expired; the expiry is compared at each request, so it takes effect at
-its second, not at the next poll.
+waits for a refresh that began after it arrived (shared by concurrent callers, at most one per
+`MISS_REFRESH_GAP`, so a flood of wrong keys costs the database ten reads a second and each of
+them a wait of up to that gap), so a key created a moment ago works on its first request. An
+expired key stays in the view, so its refusal can say it expired; the expiry is compared at each
+request, so it takes effect at its second, not at the next poll.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ class KeyCache:
         self._revision: tuple[int, str] | None = None
         self._poll_interval = poll_interval
         self._refreshing: asyncio.Future[bool] | None = None
-        # Only refreshes for unknown keys count against the gap: a poll that began just before
-        # a key was created must not keep that key out until the next poll.
-        self._last_miss = 0.0
+        # When the newest refresh for an unknown key began. Only those count: a poll that began
+        # just before a key was created must not keep that key out until the next poll.
+        self._last_miss = -MISS_REFRESH_GAP
         self.refreshed_at = time.monotonic()  # the last refresh that reached the database
 
     async def authenticate(self, authorization: str | None,
@@ -62,7 +63,7 @@ class KeyCache:
         hashed = hash_key(secret)
         principal = self._keys.get(hashed)
         if principal is None:
-            await self._refresh_now()
+            await self._refresh_since(time.monotonic())
             principal = self._keys.get(hashed)
         if principal is None:
             # Never echo the key back: a prefix is enough for the caller to recognise it.
@@ -73,17 +74,23 @@ class KeyCache:
             raise Unauthenticated(f"The API key {secret[:6]}… has expired (at {when}).")
         return principal
 
-    async def _refresh_now(self) -> None:
-        if self._refreshing is None:
-            if time.monotonic() - self._last_miss < MISS_REFRESH_GAP:
+    async def _refresh_since(self, arrived: float) -> None:
+        """Returns once a refresh that began at or after ARRIVED has ended. One that began
+        before may have read the table before the key was written, and so cannot refuse it."""
+        while self._last_miss < arrived:
+            if self._refreshing is None:
+                wait = self._last_miss + MISS_REFRESH_GAP - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue  # another caller may have started one meanwhile
+                self._last_miss = time.monotonic()
+                self._refreshing = asyncio.ensure_future(asyncio.to_thread(self.refresh))
+                self._refreshing.add_done_callback(self._refreshed)
+            try:
+                await asyncio.shield(self._refreshing)
+            except SQLAlchemyError:
+                log.warning("could not refresh API keys for an unknown key")
                 return
-            self._last_miss = time.monotonic()
-            self._refreshing = asyncio.ensure_future(asyncio.to_thread(self.refresh))
-            self._refreshing.add_done_callback(self._refreshed)
-        try:
-            await asyncio.shield(self._refreshing)
-        except SQLAlchemyError:
-            log.warning("could not refresh API keys for an unknown key")
 
     def _refreshed(self, _future: asyncio.Future[bool]) -> None:
         self._refreshing = None
