@@ -473,10 +473,11 @@ def test_a_live_streams_checkpoint_is_never_a_row_through_a_database_outage(tmp_
     assert (row["status"], row["usage_source"]) == (200, "upstream")
 
 
-def test_rows_behind_a_segment_the_disk_cannot_give_back_are_still_counted(tmp_path, upstream):
+def test_rows_behind_a_segment_the_disk_cannot_give_back_land_and_are_counted(tmp_path,
+                                                                               upstream):
     # Nothing is committed before the kill (a minute's flush): the three rows stay in a segment.
-    config = config_for(tmp_path, upstream).replace(
-        "ledger: {flush_interval_ms: 50}", "ledger: {flush_interval_ms: 60000}")
+    fast = config_for(tmp_path, upstream)
+    config = fast.replace("ledger: {flush_interval_ms: 50}", "ledger: {flush_interval_ms: 60000}")
     running = Gateway(tmp_path, config).start()
     try:
         for i in range(3):
@@ -485,23 +486,39 @@ def test_rows_behind_a_segment_the_disk_cannot_give_back_are_still_counted(tmp_p
         _kill(running)
     finally:
         running.stop()
+    assert running.config is not None and fast != config
+    running.config.write_text(fast)  # the gateways after it flush every 50 ms
     [segment] = running.wal_dir.glob("p*/seg-*.jsonl")
     # An older segment that cannot be read (a directory where its file should be: EISDIR).
     (segment.parent / "seg-00000000.jsonl").mkdir()
     restarted = _restart(running)
     try:
-        detail = _health(restarted).json()["ledger_detail"]
-        assert detail["disk_failures"] >= 1 and detail["segments_waiting"] == 2
-        # The metrics count what the ledger holds, whether or not it can reach the database yet.
+        # The rows behind it land; it waits, and the ledger says it is degraded.
+        assert {row["request_id"] for row in restarted.rows()} >= {
+            f"behind-{i}" for i in range(3)}, restarted.rows()
+        health = _health(restarted)
+        assert (health.status_code, health.json()["ledger"]) == (200, "degraded")
+        detail = health.json()["ledger_detail"]
+        assert (detail["disk_failures"], detail["segments_waiting"],
+                detail["segments_unreadable"]) == (1, 1, 1)
+        assert _chat(restarted, "after").status_code == 200
+        assert restarted.wait_row("after")["status"] == 200
         found = samples(restarted)
-        assert total(found, "tokenmux_requests_total") == 3
-        assert restarted.rows() == []
-        # The segments are the restarted gateway's now: another starting beside it leaves them.
+        assert total(found, "tokenmux_requests_total") == 4
+        # The segment is the restarted gateway's now: another starting beside it leaves it.
         beside = _restart(running)
         try:
             assert _health(beside).json()["ledger_detail"]["segments_waiting"] == 0
             assert total(samples(beside), "tokenmux_requests_total") == 0
         finally:
             beside.stop()
+        # Once the disk gives it back (here: once it is an empty file), it goes.
+        (segment.parent / "seg-00000000.jsonl").rmdir()
+        (segment.parent / "seg-00000000.jsonl").touch()
+        deadline = time.monotonic() + 30
+        while _health(restarted).json()["ledger"] != "ok":
+            assert time.monotonic() < deadline, _health(restarted).json()
+            time.sleep(0.1)
+        assert _health(restarted).json()["ledger_detail"]["segments_waiting"] == 0
     finally:
         restarted.stop()

@@ -104,8 +104,8 @@ class WriteAheadLog:
     def committed(self, segment: Segment) -> None:
         """The segment's rows are in the database: it goes."""
         segment.path.unlink(missing_ok=True)
-        if self.closed and self.closed[0] == segment:
-            self.closed.popleft()
+        with contextlib.suppress(ValueError):  # not always the oldest: one may be unreadable
+            self.closed.remove(segment)
         if segment.path.parent in self._locks and segment.path.parent != self.dir:
             self._forget_if_empty(segment.path.parent)
 

@@ -11,7 +11,8 @@ Failures never end the writer, and are reported once per change of state, not on
 
     ok         the disk takes each row and the database each batch
     spooling   the database refuses writes: rows wait on disk and are retried with backoff
-    degraded   the disk refuses appends: rows wait in memory for the next batch
+    degraded   the disk refuses appends: rows wait in memory for the next batch; or a segment
+               cannot be read back: it waits, retried at each batch, and the rows after it land
     failing    neither: rows wait in memory only (up to `max_pending`), /health answers 503
     stopped    the writer's task ended (a bug): rows still reach the disk, /health answers 503
 
@@ -27,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class _Drained:
     rows: int = 0
     torn: int = 0
     error: Exception | None = None  # the database's refusal, when the drain stopped on one
+    read: set[Path] = field(default_factory=set)  # segments read back from disk
+    unreadable: dict[Path, str] = field(default_factory=dict)  # and those the disk refused
 
 
 class LedgerWriter:
@@ -74,6 +77,7 @@ class LedgerWriter:
         self.disk_error: str | None = None
         self.database_failures = 0
         self.disk_failures = 0
+        self.unreadable: dict[Path, str] = {}  # waiting segments the disk cannot give back
 
     # The request path: no database, one write(2) per row.
 
@@ -122,7 +126,7 @@ class LedgerWriter:
             return "failing"
         if self.database_error:
             return "spooling"
-        return "degraded" if self.disk_error else "ok"
+        return "degraded" if self.disk_error or self.unreadable else "ok"
 
     def backlog(self) -> tuple[int, int]:
         """Rows recorded and not yet committed that this process holds (in memory or in
@@ -143,6 +147,7 @@ class LedgerWriter:
             free = None
         return {"state": self.state, "rows_in_memory": self.rows_in_memory,
                 "segments_waiting": len(self._wal.closed),
+                "segments_unreadable": len(self.unreadable),
                 "database_failures": self.database_failures,
                 "disk_failures": self.disk_failures, "dead_letters": self._dead.count,
                 "disk_free_bytes": free}
@@ -209,21 +214,24 @@ class LedgerWriter:
         return drained.error is None
 
     def _drain(self, memory: list[dict[str, Any]]) -> _Drained:
-        """In a worker thread: commits the closed segments oldest first, then rows in memory."""
+        """In a worker thread: commits the closed segments oldest first, then rows in memory.
+        A segment the disk cannot give back waits for the next drain; the rest go on."""
         drained = _Drained()
         if self._store.meter is not None:
             self._meter(memory)
-        while self._wal.closed:
-            segment = self._wal.closed[0]
+        for segment in list(self._wal.closed):
             try:
-                records, torn = ((segment.records, 0) if segment.records is not None
-                                 else read_lines(segment.path))
+                if segment.records is not None:
+                    records, torn = segment.records, 0
+                else:
+                    records, torn = read_lines(segment.path)
+                    drained.read.add(segment.path)
             except FileNotFoundError:
                 self._wal.committed(segment)
                 continue
-            except OSError as exc:  # the disk's fault, reported as such; retried
-                drained.error = exc
-                return drained
+            except OSError as exc:
+                drained.unreadable[segment.path] = str(exc)
+                continue
             try:
                 drained.rows += self._store.write(_billable(records, segment))
             except Exception as exc:  # an outage, or a bug: retried, never fatal
@@ -262,9 +270,8 @@ class LedgerWriter:
         if drained.torn:
             log.warning("ledger: %d torn lines skipped (a crash cut their write short, before "
                         "their response was sent)", drained.torn)
-        if isinstance(drained.error, OSError):
-            self._disk_failed(drained.error)
-        elif drained.error is not None:
+        self._note_unreadable(drained)
+        if drained.error is not None:
             self.database_failures += 1
             if self.database_error is None:
                 self.database_error = f"{type(drained.error).__name__}: {drained.error}"[:300]
@@ -277,6 +284,17 @@ class LedgerWriter:
             self.database_error = None
         if drained.error is not None and self._memory:
             self._to_disk()
+
+    def _note_unreadable(self, drained: _Drained) -> None:
+        waiting = {segment.path for segment in self._wal.closed}
+        for path, error in drained.unreadable.items():
+            if path not in self.unreadable:
+                self.disk_failures += 1
+                log.error("ledger: the write-ahead segment %s cannot be read (%s); it waits, "
+                          "retried at each batch, and the rows after it go on", path, error)
+        self.unreadable = {path: error
+                           for path, error in {**self.unreadable, **drained.unreadable}.items()
+                           if path in waiting and path not in drained.read}
 
     def _to_disk(self) -> None:
         """Rows in memory go to the write-ahead file if it takes them now."""
