@@ -45,9 +45,10 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 
 # Module (file or folder under src/tokenmux) → the tests that show its rules. A file named here
 # takes its own tests, not those of its folder further down.
-_MESSAGES = ["tests/test_messages_door.py", "tests/test_client_libraries.py"]
+_MESSAGES = ["tests/test_messages_door.py", "tests/test_client_libraries.py",
+             "tests/test_doors_property.py"]
 _RESPONSES = ["tests/test_responses.py", "tests/test_responses_rules.py",
-              "tests/test_response_store.py"]
+              "tests/test_response_store.py", "tests/test_doors_property.py"]
 MODULES: dict[str, list[str]] = {
     "api/anthropic_messages.py": _MESSAGES,
     "api/anthropic_answers.py": _MESSAGES,
