@@ -159,9 +159,20 @@ def test_a_cut_stream_is_billed_a_token_per_four_characters_up_to_its_checkpoint
         running.stop()
     text = "".join(received)
     assert text == "Hello from the fake"
+    # An older checkpoint of the same stream, with fewer tokens, in a segment before it that
+    # the disk cannot give back yet (a directory where its file should be).
+    [segment] = [path for path in running.wal_dir.glob("*/seg-*.jsonl")
+                 if b"checkpointed" in path.read_bytes()]
+    [line] = [line for line in segment.read_bytes().splitlines() if b"checkpointed" in line]
+    older = {**orjson.loads(line), "completion_tokens": 2}
+    unreadable = UnreadableSegment(segment.parent, tmp_path)
     restarted = _restart(running)
     try:
         row = restarted.wait_row("checkpointed")
+        unreadable.give_back(orjson.dumps(older) + b"\n")
+        _wait_for_no_segment(restarted)
+        # The older checkpoint, landing after the newer one, replaces nothing.
+        assert restarted.wait_row("checkpointed") == row
     finally:
         restarted.stop()
     assert (row["status"], row["error_code"], row["usage_source"]) == (500, "interrupted",
@@ -215,6 +226,31 @@ def _fill(path: Path) -> None:
                     pass
     finally:
         os.close(fd)
+
+
+class UnreadableSegment:
+    """A segment older than the others that the disk cannot give back (a link to a directory:
+    EISDIR) until `give_back`, which swaps the link, at once, for one to a file of LINES."""
+
+    def __init__(self, folder: Path, scratch: Path):
+        self.path = folder / "seg-00000000.jsonl"
+        self._scratch = scratch
+        (scratch / "a-directory").mkdir()
+        self.path.symlink_to(scratch / "a-directory")
+
+    def give_back(self, lines: bytes) -> None:
+        (self._scratch / "given-back.jsonl").write_bytes(lines)
+        swap = self.path.with_name("swap")  # not a segment's name: never read meanwhile
+        swap.symlink_to(self._scratch / "given-back.jsonl")
+        os.replace(swap, self.path)
+
+
+def _wait_for_no_segment(running: Gateway) -> None:
+    deadline = time.monotonic() + 30
+    while (detail := _health(running).json()["ledger_detail"])["segments_waiting"] or detail[
+            "segments_unreadable"]:
+        assert time.monotonic() < deadline, _health(running).json()
+        time.sleep(0.1)
 
 
 def _chat(running: Gateway, rid: str) -> httpx.Response:
@@ -489,8 +525,7 @@ def test_rows_behind_a_segment_the_disk_cannot_give_back_land_and_are_counted(tm
     assert running.config is not None and fast != config
     running.config.write_text(fast)  # the gateways after it flush every 50 ms
     [segment] = running.wal_dir.glob("p*/seg-*.jsonl")
-    # An older segment that cannot be read (a directory where its file should be: EISDIR).
-    (segment.parent / "seg-00000000.jsonl").mkdir()
+    unreadable = UnreadableSegment(segment.parent, tmp_path)
     restarted = _restart(running)
     try:
         # The rows behind it land; it waits, and the ledger says it is degraded.
@@ -512,13 +547,10 @@ def test_rows_behind_a_segment_the_disk_cannot_give_back_land_and_are_counted(tm
             assert total(samples(beside), "tokenmux_requests_total") == 0
         finally:
             beside.stop()
-        # Once the disk gives it back (here: once it is an empty file), it goes.
-        (segment.parent / "seg-00000000.jsonl").rmdir()
-        (segment.parent / "seg-00000000.jsonl").touch()
-        deadline = time.monotonic() + 30
-        while _health(restarted).json()["ledger"] != "ok":
-            assert time.monotonic() < deadline, _health(restarted).json()
-            time.sleep(0.1)
-        assert _health(restarted).json()["ledger_detail"]["segments_waiting"] == 0
+        # Once the disk gives it back (here: an empty file), it goes, and the ledger is well.
+        unreadable.give_back(b"")
+        _wait_for_no_segment(restarted)
+        assert _health(restarted).json()["ledger"] == "ok"
+        assert not unreadable.path.exists()
     finally:
         restarted.stop()
