@@ -122,11 +122,6 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
      "core/ReplaceComparisonOperator_NotEq_Gt",
      "every usage source but 'checkpoint' ('counted', 'none', 'upstream') sorts after it, so "
      "'!=' and '>' agree on every value a row can hold"),
-    ("ledger/store.py", 'self._driver = dialect.name == "sqlite"',
-     "core/ReplaceComparisonOperator_Eq_NotEq",
-     "on SQLite, where mutants run, both paths write the same rows (one through the driver's "
-     "executemany, one through SQLAlchemy); which one PostgreSQL takes is shown by "
-     "scripts/test-postgres, where its driver's path hangs on a connection reset"),
     ("ledger/store.py", "self._slots == list(range(len(self._slots)))",
      "core/ReplaceComparisonOperator_Eq_GtE",
      "the statement's slots are 0, 1, 2, ... in order on SQLite (its columns, then its "
