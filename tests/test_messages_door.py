@@ -171,6 +171,17 @@ def test_a_streamed_tool_use(client, model):
     assert final.stop_reason == "tool_use"
 
 
+def test_a_streamed_tool_call_whose_fragments_carry_no_index(client):
+    # A fragment without `index` belongs to the first call (index 0): such servers make one.
+    with client.messages.stream(
+            model=OPENAI, max_tokens=200, tools=[WEATHER],
+            messages=[{"role": "user", "content": '@callbare get_weather {"city": "Rome"}'}]
+    ) as stream:
+        final = stream.get_final_message()
+    assert [(block.type, block.name, block.input) for block in final.content] == [
+        ("tool_use", "get_weather", {"city": "Rome"})]
+
+
 @pytest.mark.parametrize("choice, openai_choice, claude_choice", [
     ({"type": "auto"}, "auto", {"type": "auto"}),
     ({"type": "any"}, "required", {"type": "any"}),
@@ -262,6 +273,13 @@ def test_cache_usage_from_each_kind(client, kinds):
         streamed = stream.get_final_message().usage
     assert (streamed.input_tokens, streamed.output_tokens,
             streamed.cache_read_input_tokens) == (100, 30, 400)
+    # A prompt read wholly from the cache has no other input; nor has a count that says more
+    # was cached than read (never negative).
+    for prompt in ("400", "100"):
+        odd = client.messages.create(
+            model=OPENAI, max_tokens=50,
+            messages=[{"role": "user", "content": f"@usage {prompt} 30 400"}]).usage
+        assert (odd.input_tokens, odd.cache_read_input_tokens) == (0, 400)
 
 
 @pytest.mark.parametrize("auth", ["api_key", "auth_token"])
@@ -459,9 +477,11 @@ def thinkers(tmp_path_factory: pytest.TempPathFactory, module_upstream: FakeOpen
 
 
 @pytest.mark.parametrize("asked, effort", [
-    ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "low"),
-    ({"thinking": {"type": "enabled", "budget_tokens": 8000}}, "medium"),
-    ({"thinking": {"type": "enabled", "budget_tokens": 20000}}, "high"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 1}}, "low"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 4095}}, "low"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 4096}}, "medium"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 16383}}, "medium"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 16384}}, "high"),
     ({"output_config": {"effort": "low"}}, "low"),
     ({"thinking": {"type": "disabled"}}, None),
 ])
@@ -476,6 +496,17 @@ def test_thinking_is_a_reasoning_effort_where_the_model_reasons(thinkers, module
     client.messages.create(model="gemini-thinker", max_tokens=16000, messages=[
         {"role": "user", "content": "Think"}], **asked)
     assert "thinkingConfig" not in gemini.received[-1].body.get("generationConfig", {})
+
+
+@pytest.mark.parametrize("budget", [0, -5, True, "2048", 1.5, None])
+def test_a_thinking_budget_that_is_not_a_positive_integer_is_refused(thinkers, budget):
+    answer = post(thinkers, {"model": "thinker", "max_tokens": 100,
+                             "thinking": {"type": "enabled", "budget_tokens": budget},
+                             "messages": [{"role": "user", "content": "Think"}]})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "thinking.budget_tokens: Input should be a positive integer"}
 
 
 def test_what_only_anthropic_carries_goes_natively_or_is_refused(client, kinds):

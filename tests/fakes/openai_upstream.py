@@ -13,6 +13,8 @@ It answers like OpenAI unless the last user message starts with a command:
     @nousage          leave usage out of the answer
     @leak             answer 400 with the received Authorization header in the message
     @call NAME JSON   call tool NAME with arguments JSON (streamed in fragments)
+    @callbare NAME JSON  (stream) as @call, the fragments after the first without their
+                      `index`, as some OpenAI-compatible servers send them
     @huge BYTES [length]  answer 200 with a JSON body of about BYTES bytes, sent 1 MiB at a time
                       and chunked (with `length`: its Content-Length declared up front); it
                       stops as soon as the client closes the connection
@@ -232,18 +234,18 @@ class FakeOpenAI(LoopbackServer):
             if command != "@nonewline" or arg.partition(" ")[2]:
                 await send({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
                             "content": ""}, "logprobs": None, "finish_reason": None}]})
-            if command == "@call":
+            if command in ("@call", "@callbare"):
                 words, reason = [], "tool_calls"
                 call = _tool_call(arg)
                 arguments = call["function"]["arguments"]
-                deltas = [{**call, "function": {"name": call["function"]["name"],
-                                                "arguments": ""}}]
-                deltas += [{"index": 0, "function": {"arguments": arguments[i:i + 6]}}
+                deltas = [{"index": 0, **call, "function": {"name": call["function"]["name"],
+                                                            "arguments": ""}}]
+                fragment = {} if command == "@callbare" else {"index": 0}
+                deltas += [{**fragment, "function": {"arguments": arguments[i:i + 6]}}
                            for i in range(0, len(arguments), 6)]
                 for delta in deltas:
                     await send({**base, "choices": [{"index": 0, "delta": {
-                        "tool_calls": [{"index": 0, **delta}]}, "logprobs": None,
-                        "finish_reason": None}]})
+                        "tool_calls": [delta]}, "logprobs": None, "finish_reason": None}]})
             if command == "@nonewline":
                 size_text, _, count = arg.partition(" ")
                 words = words[:int(count or 0)]
