@@ -67,6 +67,12 @@ def test_hosted_tools_are_refused_naming_the_param(gateway, upstream, body, para
         {"type": "input_image", "file_id": "file_1"}]}]}, "input[0].content[0].image_url"),
     ({"model": "fake-model", "input": [{"type": "function_call_output", "output": "x"}]},
      "input[0].call_id"),
+    ({"model": "fake-model", "input": [{"type": "function_call_output", "call_id": "c",
+                                         "output": [{"type": "input_text", "text": "a"},
+                                                    {"type": "input_image", "image_url": "x"}]}]},
+     "input[0].output[1]"),
+    ({"model": "fake-model", "input": "hi", "text": {"format": {"type": "xml"}}},
+     "text.format.type"),
     ({"model": "fake-model", "input": "hi", "background": True}, "background"),
     ({"model": "fake-model", "input": "hi", "n": 2}, "n"),
     ({"model": "fake-model", "input": "hi", "text": {"format": {"type": "json_schema"}}},
@@ -84,6 +90,21 @@ def test_bad_requests_are_400_in_openais_shape(gateway, body, param):
     message = refused(post(gateway, body), 400, param)
     assert param.partition("[")[0].partition(".")[0] in message
     assert "max_completion_tokens" not in message and "'messages" not in message
+
+
+def test_a_plain_text_format_and_a_functions_output_in_parts_go_upstream(gateway, upstream):
+    plain = post(gateway, {"model": "fake-model", "input": "hi",
+                           "text": {"format": {"type": "text"}}})
+    assert plain.status_code == 200, plain.text
+    assert "response_format" not in upstream.received[-1].body
+    answered = post(gateway, {"model": "fake-model", "input": [
+        {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1",
+         "output": [{"type": "input_text", "text": "sunny"},
+                    {"type": "input_text", "text": ", 21C"}]}]})
+    assert answered.status_code == 200, answered.text
+    assert upstream.received[-1].body["messages"][-1] == {
+        "role": "tool", "tool_call_id": "call_1", "content": "sunny, 21C"}
 
 
 def test_unknown_model_key_and_json(gateway):
