@@ -545,6 +545,26 @@ def test_a_compressed_request_is_translated_for_anthropic(client, kinds):
     assert row["tokens_after"] < row["tokens_before"]
 
 
+def test_a_request_compression_leaves_as_it_was_goes_natively(client, kinds):
+    """Compression asked for and not needed (every turn is a recent one it keeps) leaves the
+    conversation as it came: the Anthropic channel gets the client's own body."""
+    words = " ".join(f"word{i}" for i in range(200))
+    turns: list[dict[str, Any]] = []
+    for i in range(2):
+        turns += [{"role": "user", "content": f"Turn {i}: {words}"},
+                  {"role": "assistant", "content": f"Answer {i}: {words}"}]
+    turns.append({"role": "user", "content": [
+        {"type": "text", "text": "And now?", "cache_control": {"type": "ephemeral"}}]})
+    raw = client.messages.with_raw_response.create(
+        model=ANTHROPIC, max_tokens=50, messages=turns,
+        extra_headers={"X-Context-Compression": "truncate", "X-Compression-Threshold": "300",
+                       "X-Compression-Keep-Turns": "5"})
+    assert raw.parse().content[0].text == anthropic_upstream.REPLY
+    assert received(kinds, ANTHROPIC)["messages"] == turns
+    row = kinds.gateway.wait_row(raw.request_id)
+    assert row["tokens_after"] == row["tokens_before"] > 300
+
+
 def test_count_tokens(client, kinds):
     before = kinds.upstream_requests()
     short = client.messages.count_tokens(model=OPENAI, messages=[

@@ -97,7 +97,9 @@ async def compress(job: Job, settings: Settings) -> Result:
         result = Result(False, original, original, error="below-threshold")
     elif settings.strategy == "truncate":
         kept, final = segment.truncate(conversation, threshold)
-        job.request.body["messages"] = kept
+        if final < original:
+            # Only a conversation that changed is replaced: the one as sent may go natively.
+            job.request.body["messages"] = kept
         result = Result(final < original, original, final,
                         error=None if final < original else "nothing-to-compress")
     else:
@@ -107,7 +109,8 @@ async def compress(job: Job, settings: Settings) -> Result:
         last = segment.read(job.request.body["messages"], 1)
         await _count(last, None)
         kept, final = segment.truncate(last, limit)
-        job.request.body["messages"] = kept
+        if final < result.final:
+            job.request.body["messages"] = kept
         result.applied, result.final = result.applied or final < result.final, final
     return result
 
