@@ -50,14 +50,18 @@ def client(kinds: EveryKind) -> Iterator[httpx.Client]:
         yield session
 
 
+def assert_openai_error(response: httpx.Response) -> None:
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and "Traceback" not in error["message"]
+
+
 def assert_answered(client: httpx.Client, body: dict[str, Any]) -> None:
     response = client.post("/v1/chat/completions", content=json.dumps(body),
                            headers={"Content-Type": "application/json"})
     assert response.status_code < 500, (body, response.text)
     if response.status_code >= 400:
-        error = response.json()["error"]
-        assert set(error) == {"message", "type", "param", "code"}, error
-        assert isinstance(error["message"], str) and "Traceback" not in error["message"]
+        assert_openai_error(response)
     elif response.headers["Content-Type"].startswith("text/event-stream"):
         events = [line[6:] for line in response.text.split("\n") if line.startswith("data: ")]
         assert events[-1] == "[DONE]", (body, response.text[-300:])

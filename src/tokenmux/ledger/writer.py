@@ -131,10 +131,12 @@ class LedgerWriter:
     def backlog(self) -> tuple[int, int]:
         """Rows recorded and not yet committed that this process holds (in memory or in
         segments it keeps), and the bytes of write-ahead files waiting on disk."""
+        # A copy (one C call, so atomic): the drain's thread takes segments out meanwhile.
+        closed = list(self._wal.closed)
         rows = self.rows_in_memory + self._wal.rows + sum(
-            len(segment.records) for segment in self._wal.closed if segment.records is not None)
+            len(segment.records) for segment in closed if segment.records is not None)
         size = 0
-        for path in [*(segment.path for segment in self._wal.closed), self._wal.open_path()]:
+        for path in [*(segment.path for segment in closed), self._wal.open_path()]:
             with contextlib.suppress(OSError):
                 size += path.stat().st_size
         return rows, size
