@@ -294,6 +294,8 @@ class LedgerWriter:
                 self.disk_failures += 1
                 log.error("ledger: the write-ahead segment %s cannot be read (%s); it waits, "
                           "retried at each batch, and the rows after it go on", path, error)
+        for path in drained.read & self.unreadable.keys():
+            log.warning("ledger: the write-ahead segment %s can be read again", path)
         self.unreadable = {path: error
                            for path, error in {**self.unreadable, **drained.unreadable}.items()
                            if path in waiting and path not in drained.read}

@@ -251,8 +251,6 @@ class _Chunks:
                  max_event_bytes: int, idle: float):
         self._response = response
         self._adapter = adapter
-        # The same adapter, when its kind's API embeds (decided once, here).
-        self._embeds = adapter if isinstance(adapter, EmbedAdapter) else None
         self._call = call
         self._max_event_bytes = max_event_bytes
         self._idle = idle
