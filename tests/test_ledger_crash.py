@@ -130,7 +130,7 @@ def test_a_cut_stream_is_billed_a_token_per_four_characters_up_to_its_checkpoint
     # Three words at once, a pause past the checkpoint's second, a fourth word (which leaves
     # the checkpoint), then nothing until the gateway is gone.
     body = orjson.dumps({"model": "fake-model", "stream": True, "messages": [
-        {"role": "user", "content": "@stallhold 3 2.5 cut-by-checkpoint"}]})
+        {"role": "user", "content": "@stallhold 3 4 cut-by-checkpoint"}]})
     received: list[str] = []
 
     def stream() -> None:
@@ -354,7 +354,7 @@ def test_a_long_stream_that_finished_keeps_its_final_row_through_kill_9(tmp_path
     finished = Streamed(running, "finished", "@slow 0.3")  # 8 words in 2.4 s: two checkpoints
     # Three words, a pause past the checkpoint's second, one more, then held until the kill:
     # still running then, however long the rest takes on a loaded machine.
-    cut = Streamed(running, "cut", "@stallhold 3 1.2 kill9-cut")
+    cut = Streamed(running, "cut", "@stallhold 3 3 kill9-cut")
     try:
         finished.start()
         cut.start()
@@ -363,6 +363,9 @@ def test_a_long_stream_that_finished_keeps_its_final_row_through_kill_9(tmp_path
         for i in range(10):
             assert _chat(running, f"echo-{i}").status_code == 200
         assert wait_until(lambda: cut.words >= 4, timeout=30)
+        # The checkpoint follows the fourth word's write: the kill waits for it.
+        assert wait_until(lambda: any(b'"cut"' in segment.read_bytes() for segment in
+                                      running.wal_dir.glob("*/seg-*.jsonl")), timeout=30)
         assert running.rows() == []
         _kill(running)
         cut.join(30)
@@ -472,7 +475,7 @@ def test_a_live_streams_checkpoint_is_never_a_row_through_a_database_outage(tmp_
 
     def stream() -> None:
         body = {"model": "fake-model", "stream": True, "messages": [
-            {"role": "user", "content": "@stallhold 3 1.5 live-through-outage"}]}
+            {"role": "user", "content": "@stallhold 3 4 live-through-outage"}]}
         with httpx.stream("POST", running.base_url + "/v1/chat/completions", json=body,
                           timeout=60, headers={**AUTH, "X-Request-Id": "live"}) as response:
             for line in response.iter_lines():
@@ -483,6 +486,9 @@ def test_a_live_streams_checkpoint_is_never_a_row_through_a_database_outage(tmp_
         return any(b'"live"' in segment.read_bytes() for segment in
                    running.wal_dir.glob("*/seg-*.jsonl"))
 
+    # Three words, then four seconds before the fourth: the relay's first checkpoint is due a
+    # second after it starts, so the fourth word leaves one even if the relay started seconds
+    # late, as a fresh gateway's first stream may on a loaded machine.
     client = threading.Thread(target=stream, daemon=True)
     with sqlite3.connect(tmp_path / "gateway.db") as conn:
         conn.execute("ALTER TABLE usage RENAME TO usage_away")  # the database refuses writes
