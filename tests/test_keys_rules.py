@@ -87,6 +87,16 @@ def test_a_key_made_just_after_a_wrong_one_was_tried_works_at_once(gateway):
         assert answer.status_code == 200, answer.text
 
 
+def test_many_wrong_keys_at_once_are_each_refused_and_the_gateway_keeps_serving(gateway):
+    # Requests arriving while a reread ends must neither spin on it nor wait forever.
+    body = {"model": "fake-model", "messages": HELLO}
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda i: gateway.post(body, key=f"tm-flood-{i}").status_code,
+                                 range(200)))
+    assert statuses == [401] * 200
+    assert gateway.post(body).status_code == 200
+
+
 def test_retry_after_is_the_exact_wait_rounded_up_to_whole_seconds(gateway):
     secret = create_key(gateway, "seven-a-minute", "--rpm", "7")
     body = {"model": "tokenmux/echo", "messages": HELLO}

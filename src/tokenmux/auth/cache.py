@@ -86,14 +86,21 @@ class KeyCache:
                 self._last_miss = time.monotonic()
                 self._refreshing = asyncio.ensure_future(asyncio.to_thread(self.refresh))
                 self._refreshing.add_done_callback(self._refreshed)
+            refreshing = self._refreshing
             try:
-                await asyncio.shield(self._refreshing)
+                await asyncio.shield(refreshing)
             except SQLAlchemyError:
                 log.warning("could not refresh API keys for an unknown key")
                 return
+            finally:
+                # Awaiting a refresh already done does not yield, so its done callback has not
+                # run yet: forgotten here, or this loop would spin on it and hold the loop.
+                if self._refreshing is refreshing and refreshing.done():
+                    self._refreshing = None
 
-    def _refreshed(self, _future: asyncio.Future[bool]) -> None:
-        self._refreshing = None
+    def _refreshed(self, future: asyncio.Future[bool]) -> None:
+        if self._refreshing is future:
+            self._refreshing = None
 
     def refresh(self) -> bool:
         """Reloads the keys when they changed; blocking, so run it in a thread."""
