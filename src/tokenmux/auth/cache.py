@@ -38,7 +38,7 @@ class KeyCache:
         self._keys: dict[str, Principal] = dict(static)
         self._revision: tuple[int, str] | None = None
         self._poll_interval = poll_interval
-        self._refreshing: asyncio.Future[bool] | None = None
+        self._refreshing: asyncio.Future[bool] | None = None  # the newest, kept once done
         # When the newest refresh for an unknown key began. Only those count: a poll that began
         # just before a key was created must not keep that key out until the next poll.
         self._last_miss = -MISS_REFRESH_GAP
@@ -76,31 +76,27 @@ class KeyCache:
 
     async def _refresh_since(self, arrived: float) -> None:
         """Returns once a refresh that began at or after ARRIVED has ended. One that began
-        before may have read the table before the key was written, and so cannot refuse it."""
-        while self._last_miss < arrived:
-            if self._refreshing is None:
+        before may have read the table before the key was written, and so cannot refuse it.
+        Each pass of the loop awaits what is not yet done, or returns: awaiting a done future
+        does not yield, and a loop that did would hold the event loop."""
+        while True:
+            refreshing = self._refreshing
+            began_after = refreshing is not None and self._last_miss >= arrived
+            if refreshing is None or (refreshing.done() and not began_after):
                 wait = self._last_miss + MISS_REFRESH_GAP - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue  # another caller may have started one meanwhile
                 self._last_miss = time.monotonic()
-                self._refreshing = asyncio.ensure_future(asyncio.to_thread(self.refresh))
-                self._refreshing.add_done_callback(self._refreshed)
-            refreshing = self._refreshing
+                refreshing = asyncio.ensure_future(asyncio.to_thread(self.refresh))
+                self._refreshing, began_after = refreshing, True
             try:
                 await asyncio.shield(refreshing)
             except SQLAlchemyError:
                 log.warning("could not refresh API keys for an unknown key")
                 return
-            finally:
-                # Awaiting a refresh already done does not yield, so its done callback has not
-                # run yet: forgotten here, or this loop would spin on it and hold the loop.
-                if self._refreshing is refreshing and refreshing.done():
-                    self._refreshing = None
-
-    def _refreshed(self, future: asyncio.Future[bool]) -> None:
-        if self._refreshing is future:
-            self._refreshing = None
+            if began_after:
+                return
 
     def refresh(self) -> bool:
         """Reloads the keys when they changed; blocking, so run it in a thread."""
