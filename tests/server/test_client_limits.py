@@ -19,6 +19,7 @@ from tests.server.raw import (
 )
 
 BIG = 32 * 1024 * 1024  # the default server.max_request_bytes
+SLOW_BODY_TIMEOUT = 12  # seconds; the slow_edge gateway's body_timeout_s
 BODY = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
 
 
@@ -165,22 +166,41 @@ def test_a_key_over_its_concurrency_cap_gets_429_and_slots_come_back(edge):
     assert wait_until(admitted, timeout=20)
 
 
-def test_a_slot_is_held_while_the_body_is_read_and_freed_when_it_fails(edge):
-    created = edge.cli("keys", "create", "--name", "slow-bodies")
+@pytest.fixture(scope="module")
+def slow_edge(tmp_path_factory, upstream):
+    # The slots are held only until the body timeout: long enough here that a loaded machine's
+    # third request still comes while they are.
+    gateway = started_gateway(tmp_path_factory.mktemp("slow-edge"), f"""\
+        server: {{body_timeout_s: {SLOW_BODY_TIMEOUT}, max_concurrent_per_key: 2}}
+        providers:
+          fake: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-x}}
+        models:
+          - name: fake-model
+            channels: [{{provider: fake, model: upstream-model-v1}}]
+        """)
+    yield gateway
+    gateway.stop()
+
+
+def test_a_slot_is_held_while_the_body_is_read_and_freed_when_it_fails(slow_edge):
+    created = slow_edge.cli("keys", "create", "--name", "slow-bodies")
     key = created.stdout.strip().splitlines()[-1].strip()
     headers = {"Authorization": f"Bearer {key}", "Content-Length": str(len(BODY))}
-    socks = [connect(edge.port, timeout=30) for _ in range(2)]
+    socks = [connect(slow_edge.port, timeout=60) for _ in range(2)]
     try:
+        started = time.monotonic()
         for sock in socks:
             sock.sendall(_post(headers, BODY[:5]))
         body = {"model": "fake-model", "messages": [{"role": "user", "content": "x"}]}
-        assert wait_until(lambda: edge.post(body, key=key).status_code == 429, timeout=10)
+        assert wait_until(lambda: slow_edge.post(body, key=key).status_code == 429,
+                          timeout=SLOW_BODY_TIMEOUT - 4)
         for sock in socks:
-            assert read_reply(sock, timeout=30).status == 408
+            assert read_reply(sock, timeout=60).status == 408
+        assert time.monotonic() - started >= SLOW_BODY_TIMEOUT - 0.5
     finally:
         for sock in socks:
             sock.close()
-    assert edge.post(body, key=key).status_code == 200
+    assert slow_edge.post(body, key=key).status_code == 200
 
 
 @pytest.fixture(scope="module")
