@@ -186,12 +186,16 @@ def test_a_slot_is_held_while_the_body_is_read_and_freed_when_it_fails(slow_edge
     created = slow_edge.cli("keys", "create", "--name", "slow-bodies")
     key = created.stdout.strip().splitlines()[-1].strip()
     headers = {"Authorization": f"Bearer {key}", "Content-Length": str(len(BODY))}
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "x"}]}
+    # Known to the gateway first: a new key's first requests all wait for one reread and resume
+    # together, so the third could take a slot before a stalled body did (run 18 of a loop).
+    assert slow_edge.post(body, key=key).status_code == 200
     socks = [connect(slow_edge.port, timeout=60) for _ in range(2)]
     try:
         started = time.monotonic()
         for sock in socks:
             sock.sendall(_post(headers, BODY[:5]))
-        body = {"model": "fake-model", "messages": [{"role": "user", "content": "x"}]}
+        time.sleep(1)  # headers take milliseconds to read; the slots are held for 12 s
         assert wait_until(lambda: slow_edge.post(body, key=key).status_code == 429,
                           timeout=SLOW_BODY_TIMEOUT - 4)
         for sock in socks:
