@@ -23,16 +23,22 @@ SLOW_BODY_TIMEOUT = 12  # seconds; the slow_edge gateway's body_timeout_s
 BODY = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
 
 
-@pytest.fixture(scope="module")
-def edge(tmp_path_factory, upstream):
-    gateway = started_gateway(tmp_path_factory.mktemp("edge"), f"""\
-        server: {{header_timeout_s: 2, body_timeout_s: 2, max_concurrent_per_key: 2}}
+def _fake_model_gateway(folder, upstream, server: str):
+    return started_gateway(folder, f"""\
+        server: {server}
         providers:
           fake: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-x}}
         models:
           - name: fake-model
             channels: [{{provider: fake, model: upstream-model-v1}}]
         """)
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory, upstream):
+    gateway = _fake_model_gateway(
+        tmp_path_factory.mktemp("edge"), upstream,
+        "{header_timeout_s: 2, body_timeout_s: 2, max_concurrent_per_key: 2}")
     yield gateway
     gateway.stop()
 
@@ -170,14 +176,9 @@ def test_a_key_over_its_concurrency_cap_gets_429_and_slots_come_back(edge):
 def slow_edge(tmp_path_factory, upstream):
     # The slots are held only until the body timeout: long enough here that a loaded machine's
     # third request still comes while they are.
-    gateway = started_gateway(tmp_path_factory.mktemp("slow-edge"), f"""\
-        server: {{body_timeout_s: {SLOW_BODY_TIMEOUT}, max_concurrent_per_key: 2}}
-        providers:
-          fake: {{kind: openai, base_url: "{upstream.base_url}", api_key: sk-x}}
-        models:
-          - name: fake-model
-            channels: [{{provider: fake, model: upstream-model-v1}}]
-        """)
+    gateway = _fake_model_gateway(
+        tmp_path_factory.mktemp("slow-edge"), upstream,
+        f"{{body_timeout_s: {SLOW_BODY_TIMEOUT}, max_concurrent_per_key: 2}}")
     yield gateway
     gateway.stop()
 
