@@ -29,6 +29,10 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # An upsert of many rows keeps a statement journal (to undo it alone should it fail
+    # halfway): in memory, not in a temp file created, written page by page and deleted for
+    # every batch of the ledger (bench/README.md, "The ledger's writer").
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 

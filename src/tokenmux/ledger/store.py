@@ -10,18 +10,21 @@ A batch the database refuses as data (a constraint, a value too long) is written
 only the rows at fault go to the dead letters. Any other refusal is an outage: it is raised for
 the writer to retry.
 
-On SQLite the upsert is compiled once, and each batch goes to the driver's own
-`executemany` (`exec_driver_sql`) as tuples with SQLAlchemy's bind processing applied column by
-column: compiling, cache-keying and per-row parameter processing by SQLAlchemy cost more than the
-insert itself on SQLite, and they ran under the interpreter lock the request path needs.
-SQLAlchemy still runs the transaction and wraps the driver's errors, so refusals and lost
-connections are handled as before.
+On SQLite the upsert is compiled once, and each batch goes to the driver (`exec_driver_sql`) as
+tuples with SQLAlchemy's bind processing applied column by column: compiling, cache-keying and
+per-row parameter processing by SQLAlchemy cost more than the insert itself on SQLite, and they
+ran under the interpreter lock the request path needs. The rows go many to a statement: the
+driver lets the lock go and takes it back around each statement it runs, and under load each
+taking back waited on the request path and then made it wait (bench/README.md, "The ledger's
+writer and the interpreter lock"). SQLAlchemy still runs the transaction and wraps the driver's
+errors, so refusals and lost connections are handled as before.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +43,9 @@ _COLUMNS = [str(column.name) for column in usage.columns]
 _LIMITS = [(i, column.type.length) for i, column in enumerate(usage.columns)
            if isinstance(column.type, String) and column.type.length]
 _CREATED_AT = _COLUMNS.index("created_at")
+# Rows per statement on SQLite, largest first: a batch of n rows takes n // 64 statements and at
+# most 14 more. 64 rows bind 2,050 values; SQLite before 3.32 allowed only 999.
+_GROUPS = (64, 8, 1) if sqlite3.sqlite_version_info >= (3, 32) else (16, 4, 1)
 
 
 def is_data_error(exc: SQLAlchemyError) -> bool:
@@ -63,11 +69,8 @@ class Store:
         # PostgreSQL keeps SQLAlchemy's path: its batches go as multi-row VALUES, where psycopg's
         # own executemany (pipeline mode) waited forever on a connection reset mid-batch.
         self._driver = dialect.name == "sqlite"
-        self._sql, self._names, self._slots, self._constants = _compiled(
-            self._statement, dialect)
-        self._positional = dialect.positional
-        # SQLite's order is the columns' then the constants': the values go as they are.
-        self._in_order = self._positional and self._slots == list(range(len(self._slots)))
+        if self._driver:
+            self._sql, self._constants = _compiled(self._statement, dialect)
         self._processors = _processors(dialect)
         self._mark = _mark(dialect.name)
         self.meter = meter
@@ -120,15 +123,32 @@ class Store:
                 self._mark_days(conn, rows)
             return
         try:
-            params: list[Any] = [self._params(row) for row in rows]
+            statements = list(self._grouped([self._bound(row) for row in rows]))
         except Exception as exc:  # a value no column type takes: the row's fault
-            raise StatementError(f"a value cannot be bound: {exc}", self._sql, None,
+            raise StatementError(f"a value cannot be bound: {exc}", self._sql[1], None,
                                  exc) from exc
         # Driver SQL: SQLAlchemy's transaction, error wrapping and handling of a lost
         # connection, without its compiling or parameter processing.
         with self._engine.begin() as conn:
-            conn.exec_driver_sql(self._sql, params)
+            for sql, params in statements:
+                conn.exec_driver_sql(sql, params)
             self._mark_days(conn, rows)
+
+    def _grouped(self, rows: list[list[Any]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+        """The statements that write ROWS, GROUPS rows to each: the SQL for a group's size, and
+        each group's values, row after row, then the conflict rule's constants."""
+        done = 0
+        for size in _GROUPS:
+            groups = (len(rows) - done) // size
+            if not groups:
+                continue
+            params = []
+            for _ in range(groups):
+                values = [value for row in rows[done:done + size] for value in row]
+                values += self._constants
+                params.append(tuple(values))
+                done += size
+            yield self._sql[size], params
 
     def _mark_days(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         """Marks the days of ROWS as changed, in the transaction that writes them, so that a
@@ -137,14 +157,11 @@ class Store:
         conn.execute(self._mark, [{"day": day, "mark": random.getrandbits(62)}
                                   for day in sorted(days)])
 
-    def _params(self, row: tuple[Any, ...]) -> tuple[Any, ...] | dict[str, Any]:
-        values = [*row, *self._constants]
+    def _bound(self, row: tuple[Any, ...]) -> list[Any]:
+        values = list(row)
         for i, process in self._processors:
             values[i] = process(values[i])
-        if self._in_order:
-            return tuple(values)
-        ordered = tuple(values[i] for i in self._slots)
-        return ordered if self._positional else dict(zip(self._names, ordered, strict=True))
+        return values
 
     def _price(self, record: dict[str, Any]) -> None:
         if "cost_usd" not in record:
@@ -196,21 +213,18 @@ def _better(new: dict[str, Any], old: dict[str, Any]) -> bool:
     return new.get("_checkpoint") is None or new["completion_tokens"] > old["completion_tokens"]
 
 
-def _compiled(statement: Insert, dialect: Dialect
-              ) -> tuple[str, list[str], list[int], list[Any]]:
-    """The SQL, its parameters' names in order, where each parameter's value is in a row's
-    values followed by the statement's constants, and those constants."""
+def _compiled(statement: Insert, dialect: Dialect) -> tuple[dict[int, str], list[Any]]:
+    """The SQL that writes a group of rows, by the group's size (_GROUPS), and the constants
+    that follow the rows' values: the literals of the conflict rule (CHECKPOINT_SOURCE)."""
     compiled = statement.compile(dialect=dialect, column_keys=_COLUMNS)
-    names = list(compiled.positiontup or ()) if dialect.positional else list(compiled.params)
-    constants: list[Any] = []
-    slots = []
-    for name in names:
-        if name in _COLUMNS:
-            slots.append(_COLUMNS.index(name))
-        else:  # a literal of the statement, CHECKPOINT_SOURCE in the conflict rule
-            slots.append(len(_COLUMNS) + len(constants))
-            constants.append(compiled.params[name])
-    return compiled.string, names, slots, constants
+    names = list(compiled.positiontup or ())
+    constants = [compiled.params[name] for name in names[len(_COLUMNS):]]
+    one = "(" + ", ".join(["?"] * len(_COLUMNS)) + ")"
+    if names[:len(_COLUMNS)] != _COLUMNS or f" VALUES {one} " not in compiled.string:
+        raise RuntimeError("the usage upsert's SQL is not one row of values, then its rule")
+    return {size: compiled.string.replace(f" VALUES {one} ",
+                                          " VALUES " + ", ".join([one] * size) + " ", 1)
+            for size in _GROUPS}, constants
 
 
 def _processors(dialect: Dialect) -> list[tuple[int, Callable[[Any], Any]]]:
