@@ -23,7 +23,6 @@ errors, so refusals and lost connections are handled as before.
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -43,9 +42,9 @@ _COLUMNS = [str(column.name) for column in usage.columns]
 _LIMITS = [(i, column.type.length) for i, column in enumerate(usage.columns)
            if isinstance(column.type, String) and column.type.length]
 _CREATED_AT = _COLUMNS.index("created_at")
-# Rows per statement on SQLite, largest first: a batch of n rows takes n // 64 statements and at
-# most 14 more. 64 rows bind 2,050 values; SQLite before 3.32 allowed only 999.
-_GROUPS = (64, 8, 1) if sqlite3.sqlite_version_info >= (3, 32) else (16, 4, 1)
+# The fewest values one SQLite statement may bind (its limit before 3.32): a statement holds as
+# many rows as fit in them, so a batch of n rows takes about n // 31 statements.
+_MOST_VALUES = 999
 
 
 def is_data_error(exc: SQLAlchemyError) -> bool:
@@ -135,10 +134,11 @@ class Store:
             self._mark_days(conn, rows)
 
     def _grouped(self, rows: list[list[Any]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-        """The statements that write ROWS, GROUPS rows to each: the SQL for a group's size, and
-        each group's values, row after row, then the conflict rule's constants."""
+        """The statements that write ROWS, in groups of each size the SQL is made for, largest
+        first: the SQL, and each group's values, row after row, then the conflict rule's
+        constants."""
         done = 0
-        for size in _GROUPS:
+        for size, sql in self._sql.items():
             groups = (len(rows) - done) // size
             if not groups:
                 continue
@@ -148,7 +148,7 @@ class Store:
                 values += self._constants
                 params.append(tuple(values))
                 done += size
-            yield self._sql[size], params
+            yield sql, params
 
     def _mark_days(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         """Marks the days of ROWS as changed, in the transaction that writes them, so that a
@@ -214,17 +214,19 @@ def _better(new: dict[str, Any], old: dict[str, Any]) -> bool:
 
 
 def _compiled(statement: Insert, dialect: Dialect) -> tuple[dict[int, str], list[Any]]:
-    """The SQL that writes a group of rows, by the group's size (_GROUPS), and the constants
-    that follow the rows' values: the literals of the conflict rule (CHECKPOINT_SOURCE)."""
+    """The SQL that writes a group of rows, by the group's size (the most that fit, 8 and 1,
+    largest first), and the constants that follow the rows' values: the literals of the conflict
+    rule (CHECKPOINT_SOURCE)."""
     compiled = statement.compile(dialect=dialect, column_keys=_COLUMNS)
     names = list(compiled.positiontup or ())
     constants = [compiled.params[name] for name in names[len(_COLUMNS):]]
     one = "(" + ", ".join(["?"] * len(_COLUMNS)) + ")"
     if names[:len(_COLUMNS)] != _COLUMNS or f" VALUES {one} " not in compiled.string:
         raise RuntimeError("the usage upsert's SQL is not one row of values, then its rule")
+    most = (_MOST_VALUES - len(constants)) // len(_COLUMNS)
     return {size: compiled.string.replace(f" VALUES {one} ",
                                           " VALUES " + ", ".join([one] * size) + " ", 1)
-            for size in _GROUPS}, constants
+            for size in (most, 8, 1)}, constants
 
 
 def _processors(dialect: Dialect) -> list[tuple[int, Callable[[Any], Any]]]:
