@@ -31,7 +31,7 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     # An upsert of many rows keeps a statement journal (to undo it alone should it fail
     # halfway): in memory, not in a temp file created, written page by page and deleted for
-    # every batch of the ledger (bench/README.md, "The ledger's writer").
+    # every batch of the ledger (bench/README.md, "The ledger's writer and the interpreter lock").
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
