@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import Gateway, started_gateway, wait_until
 from tests.fakes.openai_upstream import FakeOpenAI
+from tokenmux.ledger import UsageRow
 
 STALL_S = 0.6
 
@@ -80,3 +81,14 @@ def test_queue_ms_is_the_wait_for_a_full_channel_in_milliseconds(gated, upstream
     # Queued from just after arrival until the deadline: most of its 5000 ms, never more than
     # the client waited.
     assert 4000 <= row["queue_ms"] <= waited_ms
+
+
+def test_a_rows_timings_keep_the_microsecond():
+    """Milliseconds to three decimals: finer would be noise, coarser would hide what the
+    gateway's own cost is (a fraction of a millisecond)."""
+    row = UsageRow("req", None, None, None, "m", None, 1, "medium", 0.98765, True, 200, None,
+                   prompt_tokens=1, completion_tokens=1, cached_tokens=0, reasoning_tokens=0,
+                   usage_source="upstream", latency_ms=1234.56789, ttft_ms=12.34567)
+    record = row.as_record()
+    assert (record["latency_ms"], record["ttft_ms"], record["queue_ms"]) == (
+        1234.568, 12.346, 0.988)
