@@ -22,6 +22,7 @@ import httpx2 as httpx
 import openai
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from tests import launcher
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -66,6 +67,25 @@ def _drop_made_databases() -> Iterator[None]:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             for name in _MADE:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    """The suite's database (SQLite, or PostgreSQL), at the newest schema."""
+    from tokenmux.db import connect  # the conftest itself loads none of the gateway's code
+
+    made = connect(database_for(tmp_path))
+    yield made
+    made.dispose()
+
+
+@pytest.fixture
+def store(engine: sa.Engine, tmp_path: Path) -> Any:
+    """The ledger's store on `engine`: rows written as the writer's thread writes them."""
+    from tokenmux.ledger.lines import DeadLetters
+    from tokenmux.ledger.store import Store
+
+    return Store(engine, DeadLetters(tmp_path / "dead.jsonl"))
 
 
 def _as_sqlite_gives(value: Any) -> Any:

@@ -7,7 +7,6 @@ statement journal is checked on a SQLite file whatever the suite's database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,27 +14,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import database_for
 from tests.test_usage_rollup import record
 from tokenmux.db import connect
 from tokenmux.db.schema import usage
-from tokenmux.ledger.lines import DeadLetters
 from tokenmux.ledger.row import CHECKPOINT_SOURCE
 from tokenmux.ledger.store import Store
 
 AT = datetime(2026, 11, 20, 9, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    made = connect(database_for(tmp_path))
-    yield made
-    made.dispose()
-
-
-@pytest.fixture
-def store(engine: sa.Engine, tmp_path: Path) -> Store:
-    return Store(engine, DeadLetters(tmp_path / "dead.jsonl"))
 
 
 def rows(engine: sa.Engine) -> dict[str, dict[str, Any]]:

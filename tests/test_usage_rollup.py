@@ -9,14 +9,11 @@ TOKENMUX_TEST_DATABASE=postgresql)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -75,18 +72,6 @@ def day_of_rows(day: datetime, count: int = 60) -> list[dict[str, Any]]:
     rows.append(record(1002, day + timedelta(hours=4), replay_of=rows[0]["id"],
                        usage_source="replay", cost_usd=Decimal(0)))
     return rows
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    made = connect(database_for(tmp_path))
-    yield made
-    made.dispose()
-
-
-@pytest.fixture
-def store(engine: sa.Engine, tmp_path: Path) -> Store:
-    return Store(engine, DeadLetters(tmp_path / "dead.jsonl"))
 
 
 def summaries(engine: sa.Engine) -> dict[tuple[str, str], Any]:
