@@ -71,6 +71,10 @@ MISTAKES: list[tuple[dict[str, Any], str]] = [
     ({"messages": call(tool_calls=[{**TOOL_CALL, "id": None}])}, "messages[0].tool_calls[0].id"),
     ({"messages": call(tool_calls=[{**TOOL_CALL, "type": "robot"}])},
      "messages[0].tool_calls[0].type"),
+    ({"messages": call(tool_calls=[{**TOOL_CALL, "type": "builtin"}])},  # sorts before "custom"
+     "messages[0].tool_calls[0].type"),
+    ({"messages": call(tool_calls=[{"id": "call_1", "type": "custom", "custom": "grep"}])},
+     "messages[0].tool_calls[0].custom"),
     ({"messages": call(function_call={"name": "f", "arguments": 1})},
      "messages[0].function_call.arguments"),
     ({"messages": call(content="x", refusal=5)}, "messages[0].refusal"),
