@@ -98,6 +98,10 @@ def test_a_key_made_by_the_api_serves_changes_and_is_revoked(gw):
     unbudgeted = admin(gw, "PATCH", f"/admin/v1/keys/{made['id']}", json={"budget_usd": None})
     assert (unbudgeted.json()["budget_usd"], unbudgeted.json()["budget_period"]) == (None, None)
     assert unbudgeted.json()["rpm"] == 1
+    # A budget without a period counts everything the key has ever spent.
+    lifetime = admin(gw, "PATCH", f"/admin/v1/keys/{made['id']}", json={"budget_usd": "3"})
+    assert (lifetime.json()["budget_usd"], lifetime.json()["budget_period"]) == ("3", "total")
+    assert admin(gw, "GET", f"/admin/v1/keys/{made['id']}").json()["spent_usd"] == "0.004"
 
     def new_limit_reached() -> bool:
         # The key's bucket starts over at its new size once the key watch brings the change.
