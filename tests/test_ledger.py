@@ -12,6 +12,7 @@ import httpx2 as httpx
 
 from tests.conftest import Gateway, config_for, wait_until
 from tests.fakes.openai_upstream import REPLY
+from tests.test_metrics import samples, total
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 
@@ -123,6 +124,12 @@ def test_rows_survive_a_database_outage_through_the_spool(tmp_path, upstream):
         wal = tmp_path / "gateway.db.ledger"
         assert wait_until(lambda: _health(running)["ledger"] == "spooling")
         assert _waiting_rows(wal) == set(ids)
+        # The metrics count the rows as they wait, once each, however often the writer retries.
+        assert wait_until(lambda: total(samples(running), "tokenmux_requests_total") == 5)
+        failed = _health(running)["ledger_detail"]["database_failures"]
+        assert wait_until(lambda: _health(running)["ledger_detail"]["database_failures"]
+                          >= failed + 2)
+        assert total(samples(running), "tokenmux_requests_total") == 5
         with sqlite3.connect(database) as conn:
             conn.execute("ALTER TABLE usage_away RENAME TO usage")
         # The writer retries on its own, and nothing is counted twice.
@@ -132,6 +139,7 @@ def test_rows_survive_a_database_outage_through_the_spool(tmp_path, upstream):
             running.wait_row(request_id)
         assert wait_until(lambda: not _waiting_rows(wal))
         assert wait_until(lambda: _health(running)["ledger"] == "ok")
+        assert total(samples(running), "tokenmux_requests_total") == 6
     finally:
         running.stop()
     assert sorted(r["request_id"] for r in running.rows()) == sorted(ids)

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
@@ -558,5 +559,39 @@ def test_rows_behind_a_segment_the_disk_cannot_give_back_land_and_are_counted(tm
         _wait_for_no_segment(restarted)
         assert _health(restarted).json()["ledger"] == "ok"
         assert not unreadable.path.exists()
+    finally:
+        restarted.stop()
+
+
+def test_rows_replayed_into_a_database_outage_are_counted_once(tmp_path, upstream):
+    # Nothing is committed before the kill (a minute's flush): 40 rows wait in one segment,
+    # more than one statement holds, and the gateway after it finds the ledger table gone.
+    fast = config_for(tmp_path, upstream, sqlite=True)
+    config = fast.replace("ledger: {flush_interval_ms: 50}", "ledger: {flush_interval_ms: 60000}")
+    running = Gateway(tmp_path, config).start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            ids = set(pool.map(lambda i: _chat(running, f"replayed-{i}").headers["x-request-id"],
+                               range(40)))
+        _kill(running)
+    finally:
+        running.stop()
+    assert running.config is not None and fast != config
+    running.config.write_text(fast)
+    with sqlite3.connect(tmp_path / "gateway.db") as conn:
+        conn.execute("ALTER TABLE usage RENAME TO usage_away")
+    restarted = _restart(running)
+    try:
+        # The metrics count each row once, however often the writer tries and fails.
+        assert _health(restarted).json()["ledger"] == "spooling"
+        failed = _health(restarted).json()["ledger_detail"]["database_failures"]
+        assert wait_until(lambda: _health(restarted).json()["ledger_detail"][
+            "database_failures"] >= failed + 2)
+        assert total(samples(restarted), "tokenmux_requests_total") == 40
+        with sqlite3.connect(tmp_path / "gateway.db") as conn:
+            conn.execute("ALTER TABLE usage_away RENAME TO usage")
+        _wait_for_no_segment(restarted)
+        assert {row["request_id"] for row in restarted.rows()} == ids
+        assert total(samples(restarted), "tokenmux_requests_total") == 40
     finally:
         restarted.stop()

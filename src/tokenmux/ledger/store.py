@@ -76,62 +76,85 @@ class Store:
 
     def observe(self, records: list[dict[str, Any]]) -> None:
         """Hands the meter the rows of RECORDS it has not seen, priced (the write then keeps
-        that price). Before the write, so that the metrics move during a database outage too."""
+        that price): the rows waiting in an outage, which no write meters."""
+        self._see(_winners(records))
+
+    def _see(self, records: list[dict[str, Any]]) -> None:
         assert self.meter is not None
-        fresh = [record for record in _winners(records) if METERED not in record]
+        fresh = [record for record in records if METERED not in record]
         for record in fresh:
             self._price(record)
             record[METERED] = True
         if fresh:
             self.meter(fresh)
 
-    def write(self, records: list[dict[str, Any]]) -> int:
+    def write(self, records: list[dict[str, Any]], *, metered: bool = True) -> int:
         """Commits RECORDS; raises SQLAlchemyError when the database is out. Returns how many
-        rows it wrote (dead letters excluded)."""
-        rows = [self._prepare(record) for record in _winners(records)]
-        if not rows:
+        rows it wrote (dead letters excluded). With METERED, the meter sees each record it has
+        not seen yet, whether or not the database takes it."""
+        winners = _winners(records)
+        if not winners:
             return 0
+        meter = self._see if metered and self.meter is not None else None
         try:
-            self._execute(rows)
-        except SQLAlchemyError as exc:
-            if not is_data_error(exc):
+            self._execute(winners, meter)
+        except Exception as exc:
+            if meter is not None:
+                meter(winners)  # the groups the failure kept from the meter
+            if not (isinstance(exc, SQLAlchemyError) and is_data_error(exc)):
                 raise
-            return self._one_by_one(rows)
-        return len(rows)
+            return self._one_by_one(winners)
+        return len(winners)
 
-    def _one_by_one(self, rows: list[tuple[Any, ...]]) -> int:
+    def _one_by_one(self, records: list[dict[str, Any]]) -> int:
         written = 0
-        for row in rows:
+        for record in records:
             try:
-                self._execute([row])
+                self._execute([record], None)
             except SQLAlchemyError as exc:
                 if not is_data_error(exc):
                     raise
-                self._dead.keep(dict(zip(_COLUMNS, row, strict=True)),
+                self._dead.keep(dict(zip(_COLUMNS, self._prepare(record), strict=True)),
                                 f"the database refused it: {exc.__class__.__name__}: "
                                 f"{str(exc).splitlines()[0][:300]}")
             else:
                 written += 1
         return written
 
-    def _execute(self, rows: list[tuple[Any, ...]]) -> None:
+    def _execute(self, records: list[dict[str, Any]], meter: Meter | None) -> None:
         if not self._driver:
+            if meter is not None:
+                meter(records)
+            rows = [self._prepare(record) for record in records]
             with self._engine.begin() as conn:
                 conn.execute(self._statement, [dict(zip(_COLUMNS, row, strict=True))
                                                for row in rows])
-                self._mark_days(conn, rows)
+                self._mark_days(conn, {day_of(row[_CREATED_AT]) for row in rows})
             return
+        # Driver SQL: SQLAlchemy's transaction, error wrapping and handling of a lost
+        # connection, without its compiling or parameter processing. The rows are metered and
+        # prepared a statement's worth at a time: the driver lets the lock go while SQLite runs
+        # each statement, so the request path never waits for more than one group's Python
+        # work, and the lock changes hands no more often than the statements need.
+        most = next(iter(self._sql))
+        with self._engine.begin() as conn:
+            days: set[int] = set()
+            for start in range(0, len(records), most):
+                group = records[start:start + most]
+                if meter is not None:
+                    meter(group)
+                rows = [self._prepare(record) for record in group]
+                days.update(day_of(row[_CREATED_AT]) for row in rows)
+                for sql, params in self._statements(rows):
+                    conn.exec_driver_sql(sql, params)
+            self._mark_days(conn, days)
+
+    def _statements(self, rows: list[tuple[Any, ...]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
         try:
-            statements = list(self._grouped([self._bound(row) for row in rows]))
+            return list(self._grouped([self._bound(row) for row in rows]))
         except Exception as exc:  # a value no column type takes: the row's fault
             raise StatementError(f"a value cannot be bound: {exc}", self._sql[1], None,
                                  exc) from exc
-        # Driver SQL: SQLAlchemy's transaction, error wrapping and handling of a lost
-        # connection, without its compiling or parameter processing.
-        with self._engine.begin() as conn:
-            for sql, params in statements:
-                conn.exec_driver_sql(sql, params)
-            self._mark_days(conn, rows)
 
     def _grouped(self, rows: list[list[Any]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
         """The statements that write ROWS, in groups of each size the SQL is made for, largest
@@ -150,10 +173,9 @@ class Store:
                 done += size
             yield sql, params
 
-    def _mark_days(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        """Marks the days of ROWS as changed, in the transaction that writes them, so that a
-        summary never reads a day's rollup made before them (admin/rollup.py)."""
-        days = {day_of(row[_CREATED_AT]) for row in rows}
+    def _mark_days(self, conn: Connection, days: set[int]) -> None:
+        """Marks DAYS as changed, in the transaction that writes their rows, so that a summary
+        never reads a day's rollup made before them (admin/rollup.py)."""
         conn.execute(self._mark, [{"day": day, "mark": random.getrandbits(62)}
                                   for day in sorted(days)])
 

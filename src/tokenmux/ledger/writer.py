@@ -219,8 +219,6 @@ class LedgerWriter:
         """In a worker thread: commits the closed segments oldest first, then rows in memory.
         A segment the disk cannot give back waits for the next drain; the rest go on."""
         drained = _Drained()
-        if self._store.meter is not None:
-            self._meter(memory)
         for segment in list(self._wal.closed):
             try:
                 if segment.records is not None:
@@ -235,9 +233,13 @@ class LedgerWriter:
                 drained.unreadable[segment.path] = str(exc)
                 continue
             try:
-                drained.rows += self._store.write(_billable(records, segment))
+                drained.rows += self._store.write(_billable(records, segment),
+                                                  metered=segment.path not in self._metered)
             except Exception as exc:  # an outage, or a bug: retried, never fatal
                 drained.error = exc
+                if segment.records is None:
+                    self._metered.add(segment.path)  # the write metered it all the same
+                self._meter_waiting(memory)
                 return drained
             drained.torn += torn
             self._wal.committed(segment)
@@ -249,11 +251,16 @@ class LedgerWriter:
                 drained.error = exc
                 return drained
             memory.clear()
+        if drained.unreadable:
+            self._meter_waiting([])
         return drained
 
-    def _meter(self, memory: list[dict[str, Any]]) -> None:
-        """Every row waiting, seen once by the meter (records mark themselves; the paths of
-        segments read from disk are kept), whether or not the database takes it now."""
+    def _meter_waiting(self, memory: list[dict[str, Any]]) -> None:
+        """Every row left waiting, seen once by the meter (records mark themselves; the paths
+        of segments read from disk are kept), so that the metrics move in an outage too. The
+        rows written are metered by the write, group by group (store.py)."""
+        if self._store.meter is None:
+            return
         for segment in list(self._wal.closed):
             if segment.records is not None:
                 self._store.observe(_billable(segment.records, segment))
