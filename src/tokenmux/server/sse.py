@@ -14,6 +14,12 @@ from tokenmux.answer import DONE, events
 from tokenmux.errors import GatewayError
 
 
+class _Stream(web.StreamResponse):
+    # The headers leave with the first events, in one write: aiohttp sends a stream's headers
+    # on their own by default, one more packet and one more wake of the client per stream.
+    _send_headers_immediately = False
+
+
 class SseWriter:
     def __init__(self, request: web.Request, request_id: str):
         self._request = request
@@ -21,7 +27,7 @@ class SseWriter:
         self.response: web.StreamResponse | None = None  # made only if the answer is a stream
 
     async def open(self, headers: dict[str, str]) -> None:
-        self.response = web.StreamResponse(headers={
+        self.response = _Stream(headers={
             "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",  # tells a fronting nginx not to hold chunks back
