@@ -60,7 +60,7 @@ COMPRESSION_CASES = {
 }
 
 # The targets.
-MAX_ADDED_P50_MS = 0.3  # gateway p50 − direct p50 at c=1 (it was 1 ms before the floor came)
+MAX_ADDED_P50_MS = 0.3  # gateway p50 - direct p50 at c=1
 MIN_GATEWAY_RPS = 2000.0
 MIN_OVER_BARE = 0.9  # gateway req/s ÷ bare pass-through req/s at c=32
 
