@@ -205,6 +205,8 @@ class LedgerWriter:
     async def _cycle(self) -> bool:
         # While the database is out, segments pile up: their rows wait on disk, not in memory.
         self._wal.rotate(keep=self.database_error is None)
+        if not self._wal.closed and not self._memory:
+            return True  # nothing waits: an idle gateway's writer wakes no thread
         memory, self._memory = self._memory, []
         self._memory_in_drain = len(memory)
         try:
