@@ -176,6 +176,12 @@ def test_bad_fallback_fields_are_a_clear_400(gateway, field, value, param):
     assert field in error["message"]
 
 
+def test_five_fallback_models_are_the_most_and_are_taken(gateway):
+    response = ask(gateway, model="fails", fallback_models=["limited"] * 4 + ["answers"])
+    assert response.status_code == 200
+    assert response.headers["x-actual-model"] == "answers"
+
+
 def test_an_unknown_fallback_model_is_a_404_like_an_unknown_model(gateway):
     response = ask(gateway, model="answers", fallback_models=["second", "nothing-here"])
     assert response.status_code == 404

@@ -37,5 +37,9 @@ def test_a_record_expires_and_an_oversized_one_is_not_kept():
         assert time.monotonic() - started >= 0.15
         assert not await store.put("key", "resp_b", b"z" * (MAX_RECORD_BYTES + 1))
         assert await store.get("key", "resp_b") is None
+        # A conversation of 4 MiB is kept, as the README says.
+        longest = b"z" * (4 * 1024 * 1024)
+        assert await store.put("key", "resp_c", longest)
+        assert await store.get("key", "resp_c") == longest
 
     asyncio.run(run())
