@@ -51,6 +51,14 @@ def test_every_row_of_a_batch_lands_with_its_values(store: Store, engine: sa.Eng
         assert kept["cost_usd"] == sent["cost_usd"]
 
 
+def test_a_value_longer_than_its_column_is_cut_to_it(store: Store, engine: sa.Engine):
+    # end_user holds 256 characters, error_code 64: a longer value is cut, one that fits is kept.
+    long = record(0, AT, end_user="u" * 300, error_code="e" * 64)
+    store.write([long])
+    kept = rows(engine)[long["id"]]
+    assert (kept["end_user"], kept["error_code"]) == ("u" * 256, "e" * 64)
+
+
 def test_final_rows_and_later_checkpoints_replace_checkpoints_inside_one_batch(
         store: Store, engine: sa.Engine):
     streams = range(40)

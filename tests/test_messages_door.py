@@ -623,3 +623,15 @@ def test_the_door_is_in_the_ledger_beside_chat(kinds):
     row = kinds.gateway.wait_row(chat.headers["x-request-id"])
     assert row["door"] == "chat"
 
+
+
+def test_max_tokens_runs_from_one(client, kinds):
+    client.messages.create(model=ANTHROPIC, max_tokens=1,
+                           messages=[{"role": "user", "content": "Hi"}])
+    assert received(kinds, ANTHROPIC)["max_tokens"] == 1
+    before = kinds.upstream_requests()
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model=ANTHROPIC, max_tokens=0,
+                               messages=[{"role": "user", "content": "Hi"}])
+    assert caught.value.body["error"]["message"].startswith("max_tokens:")
+    assert kinds.upstream_requests() == before
